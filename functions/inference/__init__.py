@@ -1,0 +1,1 @@
+"""Inference: artifact loading, ONNX Runtime sessions, tokenization, one pipeline per task."""

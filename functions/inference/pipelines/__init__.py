@@ -1,0 +1,14 @@
+"""One pipeline class per task, registered in PIPELINES."""
+
+from __future__ import annotations
+
+from functions.inference.pipelines.base import Pipeline, TaskResult, TensorMeta
+from functions.inference.pipelines.text import ClassificationPipeline, EmbeddingPipeline
+from functions.manifest import Task
+
+PIPELINES: dict[Task, type[Pipeline]] = {
+    Task.SENTENCE_EMBEDDINGS: EmbeddingPipeline,
+    Task.TEXT_CLASSIFICATION: ClassificationPipeline,
+}
+
+__all__ = ["PIPELINES", "ClassificationPipeline", "EmbeddingPipeline", "Pipeline", "TaskResult", "TensorMeta"]

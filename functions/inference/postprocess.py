@@ -1,0 +1,32 @@
+"""Numpy post-processing shared by the runtime and the build's validation (so they cannot drift)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    """Mean of token vectors over the attention mask, as sentence-transformers' Pooling(mean) does."""
+    mask = attention_mask[..., None].astype(hidden.dtype)
+    summed = (hidden * mask).sum(axis=1)
+    counts = np.clip(mask.sum(axis=1), 1e-9, None)
+    return (summed / counts).astype(np.float32)
+
+
+def cls_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    return hidden[:, 0, :].astype(np.float32)
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Unit vectors, with sentence-transformers' epsilon (torch.nn.functional.normalize, eps=1e-12)."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+POOLERS = {"mean": mean_pool, "cls": cls_pool}

@@ -1,0 +1,106 @@
+"""Loaded models by name. Built once per process (Lambda init / server start), never per request."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from functions.errors import ArtifactError, MaasError, ModelNotFoundError, ModelNotReadyError
+from functions.inference.loader import resolve_artifact
+from functions.inference.pipelines import PIPELINES, Pipeline
+from functions.manifest import Manifest
+from functions.settings import Settings, get_settings
+
+logger = Logger(service="maas")
+
+
+def load_pipeline(
+    uri: str, *, cache_dir: Path, intra_op_threads: int = 0, warmup: bool = True, s3_client: Any = None
+) -> Pipeline:
+    directory, manifest = resolve_artifact(uri, cache_dir, s3_client=s3_client)
+    return pipeline_for(directory, manifest, intra_op_threads=intra_op_threads, warmup=warmup)
+
+
+def pipeline_for(directory: Path, manifest: Manifest, *, intra_op_threads: int = 0, warmup: bool = True) -> Pipeline:
+    cls = PIPELINES.get(manifest.task)
+    if cls is None:
+        raise ArtifactError(f"{manifest.name}: task {manifest.task} is not served by this runtime version")
+    pipeline = cls(directory, manifest, intra_op_threads=intra_op_threads)
+    if warmup:
+        pipeline.warmup()
+    return pipeline
+
+
+class ModelRegistry:
+    """The models this process serves, plus the ones that failed to load (reported, not hidden)."""
+
+    def __init__(self) -> None:
+        self._pipelines: dict[str, Pipeline] = {}
+        self.failures: dict[str, str] = {}
+        self.load_seconds: dict[str, float] = {}
+
+    def add(self, pipeline: Pipeline) -> None:
+        self._pipelines[pipeline.name] = pipeline
+
+    def load(self, uri: str, settings: Settings, *, s3_client: Any = None) -> Pipeline | None:
+        started = time.perf_counter()
+        try:
+            pipeline = load_pipeline(
+                uri,
+                cache_dir=settings.cache_dir,
+                intra_op_threads=settings.intra_op_threads,
+                warmup=settings.warmup,
+                s3_client=s3_client,
+            )
+        except MaasError as exc:
+            self.failures[uri] = exc.message
+            logger.error("model failed to load", extra={"uri": uri, "error": exc.message})
+            return None
+        self.load_seconds[pipeline.name] = time.perf_counter() - started
+        self.add(pipeline)
+        logger.info(
+            "model loaded",
+            extra={"model": pipeline.name, "version": pipeline.manifest.version,
+                   "seconds": round(self.load_seconds[pipeline.name], 3)},
+        )
+        return pipeline
+
+    def get(self, name: str) -> Pipeline:
+        pipeline = self._pipelines.get(name)
+        if pipeline is not None:
+            return pipeline
+        if self.failures:
+            raise ModelNotReadyError(
+                f"model {name!r} is not loaded: {len(self.failures)} artifact(s) failed to load; see /v2/health/ready"
+            )
+        raise ModelNotFoundError(
+            f"model {name!r} is not served here; available: {', '.join(sorted(self._pipelines)) or 'none'}",
+            param="model",
+        )
+
+    def names(self) -> list[str]:
+        return sorted(self._pipelines)
+
+    def pipelines(self) -> list[Pipeline]:
+        return [self._pipelines[name] for name in self.names()]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._pipelines) and not self.failures
+
+
+def registry_from_settings(settings: Settings) -> ModelRegistry:
+    registry = ModelRegistry()
+    for uri in settings.model_uris():
+        registry.load(uri, settings)
+    return registry
+
+
+@lru_cache(maxsize=1)
+def get_registry() -> ModelRegistry:
+    """The process-wide registry, loaded from MAAS_MODELS on first use (Lambda's init phase)."""
+    return registry_from_settings(get_settings())

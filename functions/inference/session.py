@@ -1,0 +1,70 @@
+"""ONNX Runtime sessions sized to the CPUs this process can really use."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+_ORT_TO_NUMPY = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
+}
+
+
+def available_cpus() -> int:
+    """CPUs usable by this process: affinity mask, capped by a cgroup v2/v1 CPU quota (containers, Lambda)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota_us > 0 and period_us > 0:
+            return quota_us / period_us
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def create_session(
+    model_path: Path, *, intra_op_threads: int = 0, providers: list[str] | None = None
+) -> ort.InferenceSession:
+    """Create a session with explicit thread counts (never ORT's guess from the host's core count)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Threads that spin after a run burn billed CPU on Lambda and steal cycles from request handling.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    chosen = providers or ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
+
+
+def input_dtypes(session: ort.InferenceSession) -> dict[str, type[np.generic]]:
+    return {i.name: _ORT_TO_NUMPY.get(i.type, np.float32) for i in session.get_inputs()}
