@@ -1,0 +1,241 @@
+"""Environment settings: stage, account, region, API tiers and tenants, paths.
+
+Precedence, lowest first: defaults here < the stage config file (``-c configFile=infra/stages/<stage>.toml``,
+snake_case keys) < CDK context (``cdk.json`` or ``-c camelCaseKey=value``). Account and region fall back
+to ``CDK_DEFAULT_ACCOUNT`` / ``CDK_DEFAULT_REGION``, which the CDK CLI sets from the AWS profile.
+Nothing here is hard-coded per environment and nothing reaches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from infra.errors import EnvironmentConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+ACCOUNT_RE = re.compile(r"^\d{12}$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+# CloudWatch Logs accepts only these retention periods.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
+
+
+@dataclass(frozen=True)
+class UsageTier:
+    """One tenant tier: an API Gateway usage plan with throttling and a quota per API key."""
+
+    name: str
+    rate_limit: float
+    burst_limit: int
+    quota_limit: int
+    quota_period: Literal["DAY", "WEEK", "MONTH"]
+
+
+DEFAULT_TIERS: dict[str, dict[str, Any]] = {
+    "free": {"rate_limit": 5, "burst_limit": 10, "quota_limit": 10_000, "quota_period": "DAY"},
+    "standard": {"rate_limit": 50, "burst_limit": 100, "quota_limit": 1_000_000, "quota_period": "MONTH"},
+    "premium": {"rate_limit": 200, "burst_limit": 400, "quota_limit": 10_000_000, "quota_period": "MONTH"},
+}
+
+
+@dataclass(frozen=True)
+class EnvironmentConfig:
+    """Where and how this copy of maas is deployed; one instance per ``cdk synth`` / ``cdk deploy``."""
+
+    stage: str
+    account: str
+    region: str
+    catalog: Path
+    artifacts_dir: Path
+    lambda_deps_dir: Path
+    staging_dir: Path
+    packaging: Literal["strict", "preview"] = "strict"
+    allow_missing_artifacts: bool = False
+    availability_zones: tuple[str, ...] = ()
+    nat_gateways: int = 1
+    log_retention_days: int = 30
+    log_level: str = "INFO"
+    alarm_email: str | None = None
+    waf: bool = True
+    retain_data: bool = True
+    api_timeout_quota_s: int = 29
+    stage_rate_limit: float = 500
+    stage_burst_limit: int = 1000
+    batch_retention_days: int = 30
+    tiers: Mapping[str, UsageTier] = field(default_factory=dict)
+    tenants: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        """Name prefix of every stack and named resource: ``maas-<stage>``."""
+        return f"maas-{self.stage}"
+
+    @property
+    def api_name(self) -> str:
+        """The REST API's name, also the ``ApiName`` dimension of its CloudWatch metrics."""
+        return f"{self.prefix}-api"
+
+
+_PATH_KEYS = ("catalog", "artifacts_dir", "lambda_deps_dir", "staging_dir")
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def load_environment(
+    get_context: Callable[[str], Any], environ: Mapping[str, str], *, repo_root: Path = REPO_ROOT
+) -> EnvironmentConfig:
+    """Resolve the environment settings from CDK context, an optional config file and ``environ``."""
+    raw: dict[str, Any] = {
+        "stage": "dev",
+        "catalog": "catalog.toml",
+        "artifacts_dir": "artifacts",
+        "lambda_deps_dir": "build/lambda-deps",
+        "staging_dir": "build/infra-staging",
+        "tiers": DEFAULT_TIERS,
+        "tenants": {},
+    }
+    config_file = get_context("configFile")
+    if config_file:
+        path = _resolve(repo_root, str(config_file))
+        try:
+            raw.update(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise EnvironmentConfigError(f"config file {path}: {exc}") from exc
+    keys = {f for f in EnvironmentConfig.__dataclass_fields__}
+    unknown = sorted(set(raw) - keys)
+    if unknown:
+        raise EnvironmentConfigError(f"unknown setting(s) {', '.join(unknown)} in {config_file}")
+    for key in keys:
+        value = get_context(_camel(key))
+        if value is not None:
+            raw[key] = value
+    raw.setdefault("account", environ.get("CDK_DEFAULT_ACCOUNT"))
+    raw.setdefault("region", environ.get("CDK_DEFAULT_REGION"))
+    return _build(raw, repo_root)
+
+
+def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
+    stage = str(raw["stage"])
+    if not STAGE_RE.fullmatch(stage):
+        raise EnvironmentConfigError(f"stage {stage!r} must match {STAGE_RE.pattern}")
+    account, region = raw.get("account"), raw.get("region")
+    if not account or not ACCOUNT_RE.fullmatch(str(account)):
+        raise EnvironmentConfigError(
+            f"no valid AWS account (got {account!r}): pass -c account=123456789012, set account in the "
+            f"stage config file, or run the CDK CLI with an AWS profile (it sets CDK_DEFAULT_ACCOUNT)"
+        )
+    if not region or not REGION_RE.fullmatch(str(region)):
+        raise EnvironmentConfigError(
+            f"no valid AWS region (got {region!r}): pass -c region=eu-west-1 or set region in the stage config"
+        )
+    region = str(region)
+    tiers = {name: _tier(name, spec) for name, spec in _mapping(raw["tiers"], "tiers").items()}
+    tenants = {str(k): str(v) for k, v in _mapping(raw["tenants"], "tenants").items()}
+    for tenant, tier in tenants.items():
+        if not TENANT_RE.fullmatch(tenant):
+            raise EnvironmentConfigError(f"tenant name {tenant!r} must match {TENANT_RE.pattern}")
+        if tier not in tiers:
+            raise EnvironmentConfigError(f"tenant {tenant!r} uses unknown tier {tier!r}; tiers: {', '.join(tiers)}")
+    azs = raw.get("availability_zones") or (f"{region}a", f"{region}b")
+    if isinstance(azs, str):
+        azs = [a.strip() for a in azs.split(",") if a.strip()]
+    config = EnvironmentConfig(
+        stage=stage,
+        account=str(account),
+        region=region,
+        **{key: _resolve(repo_root, str(raw[key])) for key in _PATH_KEYS},
+        packaging=_choice(raw.get("packaging", "strict"), ("strict", "preview"), "packaging"),
+        allow_missing_artifacts=_bool(raw.get("allow_missing_artifacts", False), "allowMissingArtifacts"),
+        availability_zones=tuple(str(a) for a in azs),
+        nat_gateways=_int(raw.get("nat_gateways", 1), "natGateways", low=1),
+        log_retention_days=_int(raw.get("log_retention_days", 30), "logRetentionDays", low=1),
+        log_level=_choice(raw.get("log_level", "INFO"), ("DEBUG", "INFO", "WARNING", "ERROR"), "logLevel"),
+        alarm_email=str(raw["alarm_email"]) if raw.get("alarm_email") else None,
+        waf=_bool(raw.get("waf", True), "waf"),
+        retain_data=_bool(raw.get("retain_data", True), "retainData"),
+        api_timeout_quota_s=_int(raw.get("api_timeout_quota_s", 29), "apiTimeoutQuotaS", low=1),
+        stage_rate_limit=float(_int(raw.get("stage_rate_limit", 500), "stageRateLimit", low=1)),
+        stage_burst_limit=_int(raw.get("stage_burst_limit", 1000), "stageBurstLimit", low=1),
+        batch_retention_days=_int(raw.get("batch_retention_days", 30), "batchRetentionDays", low=1),
+        tiers=tiers,
+        tenants=tenants,
+    )
+    if config.log_retention_days not in LOG_RETENTION_DAYS:
+        raise EnvironmentConfigError(f"logRetentionDays must be one of {LOG_RETENTION_DAYS}")
+    if len(config.availability_zones) < 2:
+        raise EnvironmentConfigError("availabilityZones needs at least two zones (the load balancer needs two)")
+    if config.nat_gateways > len(config.availability_zones):
+        raise EnvironmentConfigError("natGateways cannot exceed the number of availability zones")
+    top = max((t.rate_limit for t in tiers.values()), default=0)
+    if config.stage_rate_limit < top:
+        raise EnvironmentConfigError(
+            f"stageRateLimit ({config.stage_rate_limit}) is below the fastest tier ({top}): that tier "
+            f"could never reach its own limit"
+        )
+    return config
+
+
+def _tier(name: str, spec: Any) -> UsageTier:
+    if not TENANT_RE.fullmatch(name):
+        raise EnvironmentConfigError(f"tier name {name!r} must match {TENANT_RE.pattern}")
+    spec = _mapping(spec, f"tiers.{name}")
+    tier = UsageTier(
+        name=name,
+        rate_limit=float(_int(spec.get("rate_limit"), f"tiers.{name}.rate_limit", low=1)),
+        burst_limit=_int(spec.get("burst_limit"), f"tiers.{name}.burst_limit", low=1),
+        quota_limit=_int(spec.get("quota_limit"), f"tiers.{name}.quota_limit", low=1),
+        quota_period=_choice(spec.get("quota_period"), ("DAY", "WEEK", "MONTH"), f"tiers.{name}.quota_period"),
+    )
+    if tier.burst_limit < tier.rate_limit:
+        raise EnvironmentConfigError(f"tier {name!r}: burst_limit must be at least rate_limit")
+    return tier
+
+
+def _resolve(root: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _mapping(value: Any, key: str) -> Mapping[str, Any]:
+    if isinstance(value, str):  # -c tenants='{"acme": "standard"}'
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise EnvironmentConfigError(f"{key} must be a JSON object: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise EnvironmentConfigError(f"{key} must be a table / JSON object, got {value!r}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise EnvironmentConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _int(value: Any, key: str, *, low: int) -> int:
+    try:
+        number = int(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < low or (isinstance(value, float) and value != number):
+        raise EnvironmentConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    return number
+
+
+def _choice(value: Any, allowed: tuple[str, ...], key: str) -> Any:
+    if value not in allowed:
+        raise EnvironmentConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+    return value

@@ -1,0 +1,1 @@
+"""maas build: PyTorch model → ONNX → optimized → quantized → validated artifact → S3."""
