@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     # Run one inference at load time so the first request does not pay for lazy initialisation.
     warmup: bool = True
+    # Largest request body accepted (TEI's default is 2 MB; Lambda's synchronous payload limit is 6 MB).
+    max_request_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     service_name: str = "maas"
 

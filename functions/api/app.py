@@ -1,0 +1,29 @@
+"""create_app(): the one FastAPI app behind Lambda (Mangum), uvicorn in GPU containers and `maas serve`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from functions.api.errors import install_error_handlers
+from functions.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from functions.api.routers import oip, openai, task
+from functions.inference.registry import ModelRegistry
+from functions.settings import Settings, get_settings
+
+
+def create_app(registry: ModelRegistry, settings: Settings | None = None) -> FastAPI:
+    """Build the app around an already-loaded registry (models load once per process, never per request)."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="maas",
+        version=oip.SERVER_VERSION,
+        description="Model-as-a-Service: task API, Open Inference Protocol v2 and OpenAI-compatible routes.",
+    )
+    app.state.registry = registry
+    install_error_handlers(app)
+    app.include_router(task.router)
+    app.include_router(oip.router)
+    app.include_router(openai.router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,1 @@
+"""AWS Lambda entry points; each module exports ``handler``."""

@@ -1,0 +1,25 @@
+"""HTTP entry point: API Gateway REST (v1) and HTTP API (v2), ALB and function URL events via Mangum.
+
+The model loads here, at import — Lambda's init phase — and never inside a request. Mangum runs
+with ``lifespan="off"``: its lifespan would otherwise run on every invocation. The same ``app``
+is what uvicorn serves in the GPU container (``uvicorn functions.handlers.http:app``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from mangum import Mangum
+
+from functions.api.app import create_app
+from functions.inference.registry import get_registry
+
+logger = Logger(service="maas")
+app = create_app(get_registry())
+_mangum = Mangum(app, lifespan="off")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return _mangum(event, context)

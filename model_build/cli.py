@@ -1,0 +1,172 @@
+"""The `maas` command line: build, publish, serve, invoke, bench, demo.
+
+Build-only libraries (torch, transformers, onnx) are imported inside the commands that need them,
+so `maas serve` and `maas invoke` work on a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="maas: PyTorch models → validated ONNX artifacts → HTTPS endpoints on AWS.", no_args_is_help=True)
+console = Console()
+
+
+def _artifacts_root() -> Path:
+    from model_build.catalog import REPO_ROOT
+
+    return Path(os.environ.get("MAAS_ARTIFACTS_DIR", REPO_ROOT / "artifacts"))
+
+
+def resolve_model_uri(name_or_uri: str) -> str:
+    """A catalog name means its built artifact dir; anything else is a path or s3:// URI."""
+    if name_or_uri.startswith("s3://") or "/" in name_or_uri or Path(name_or_uri).is_dir():
+        return name_or_uri
+    return str(_artifacts_root() / name_or_uri)
+
+
+def _built_models() -> list[str]:
+    root = _artifacts_root()
+    return sorted(str(p.parent) for p in root.glob("*/manifest.json")) if root.is_dir() else []
+
+
+@app.command("list")
+def list_models() -> None:
+    """List catalog models and whether each is built."""
+    from model_build.catalog import load_catalog
+
+    table = Table("model", "task", "quantization", "target", "built")
+    for name, entry in load_catalog().items():
+        built = (_artifacts_root() / name / "manifest.json").is_file()
+        table.add_row(name, entry.task.value, entry.quantization, entry.deploy.target, "yes" if built else "no")
+    console.print(table)
+
+
+@app.command()
+def build(
+    models: Annotated[list[str], typer.Argument(help="catalog model names")],
+    out: Annotated[Path | None, typer.Option(help="artifact directory (default artifacts/<model>)")] = None,
+) -> None:
+    """Export, optimize, quantize and validate a catalog model; fail if any quality gate fails."""
+    from model_build.build import build_model
+    from model_build.catalog import CatalogError, get_entry
+    from model_build.validate import GateError
+
+    for name in models:
+        try:
+            entry = get_entry(name)
+        except CatalogError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task(f"{name}: starting", total=None)
+            try:
+                result = build_model(
+                    entry,
+                    artifact_dir=out if out and len(models) == 1 else None,
+                    progress=lambda step, t=task, n=name: bar.update(t, description=f"{n}: {step}"),
+                )
+            except GateError as exc:
+                console.print(f"[red]{exc}[/red]")
+                raise typer.Exit(1) from None
+        _print_gates(result.manifest)
+        console.print(f"[green]built {name}[/green] v{result.manifest.version} → {result.artifact_dir} "
+                      f"({result.seconds:.1f}s)")
+
+
+def _print_gates(manifest: object) -> None:
+    table = Table("gate", "measured", "required", "ok", title=f"{getattr(manifest, 'name', '')} quality gates")
+    for g in getattr(manifest, "gates", []):
+        table.add_row(g.name, f"{g.value:.6g}", f"{g.comparison} {g.threshold:g}", "✓" if g.passed else "✗")
+    console.print(table)
+
+
+@app.command()
+def publish(
+    model: Annotated[str, typer.Argument(help="catalog name or artifact directory")],
+    bucket: Annotated[str, typer.Option(help="artifact bucket")],
+    prefix: Annotated[str, typer.Option(help="key prefix")] = "models",
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint (e.g. a local moto server)")] = None,
+) -> None:
+    """Upload a built artifact to S3 under a content-addressed version prefix."""
+    import boto3
+
+    from model_build.publish import publish_artifact
+
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+    uri = publish_artifact(Path(resolve_model_uri(model)), bucket=bucket, prefix=prefix, s3_client=client)
+    console.print(uri)
+
+
+@app.command()
+def serve(
+    models: Annotated[list[str] | None, typer.Argument(help="names, artifact dirs or s3:// URIs (default: all built)")] = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+) -> None:
+    """Serve models locally with uvicorn (the same app Lambda and the GPU container run)."""
+    from functions.api.server import serve as run_server
+    from functions.inference.registry import registry_from_settings
+    from functions.settings import Settings
+
+    uris = [resolve_model_uri(m) for m in models] if models else _built_models()
+    if not uris:
+        console.print("[red]no models: build one with `maas build minilm-embed` or pass artifact paths[/red]")
+        raise typer.Exit(2)
+    registry = registry_from_settings(Settings(models=",".join(uris)))
+    for uri, error in registry.failures.items():
+        console.print(f"[red]{uri}: {error}[/red]")
+    console.print(f"serving {', '.join(registry.names())} on http://{host}:{port} (docs at /docs)")
+    run_server(registry, host=host, port=port)
+
+
+@app.command()
+def invoke(
+    event_file: Annotated[Path, typer.Argument(help="a Lambda event JSON, e.g. events/apigw_v2_embed.json")],
+    models: Annotated[list[str] | None, typer.Option("--model", help="model(s) to load (default: all built)")] = None,
+) -> None:
+    """Run the Lambda handler that matches the event locally and print its response."""
+    from model_build.invoke import invoke_event
+
+    uris = [resolve_model_uri(m) for m in models] if models else _built_models()
+    os.environ.setdefault("MAAS_MODELS", ",".join(uris))
+    response = invoke_event(json.loads(event_file.read_text()))
+    console.print_json(json.dumps(response))
+
+
+@app.command()
+def bench(
+    model: Annotated[str, typer.Argument(help="catalog model name (built)")],
+    seq: int = 128,
+    repeats: Annotated[int, typer.Option(help="timed runs per case")] = 20,
+    out_dir: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path("docs/benchmarks"),
+) -> None:
+    """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact, and HTTP vs session.run."""
+    from model_build.bench import run_bench
+
+    report = run_bench(model, seq=seq, repeats=repeats, out_dir=out_dir, console=console)
+    console.print(f"wrote {report}")
+
+
+@app.command()
+def demo(rebuild: Annotated[bool, typer.Option(help="rebuild even if artifacts exist")] = False) -> None:
+    """Build the default models, serve them locally, call every protocol, print the answers, stop."""
+    from model_build.demo import run_demo
+
+    run_demo(console, rebuild=rebuild)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
