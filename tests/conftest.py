@@ -1,0 +1,74 @@
+"""Shared fixtures: real built artifacts (built once per session if missing or stale), a loaded
+registry, an in-process client and a live loopback server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "maas-tests")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+DEFAULT_MODELS = ("minilm-embed", "intent-classifier")
+EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+
+
+def _fresh(artifact: Path, entry: object) -> bool:
+    from functions.inference.loader import read_manifest
+
+    if not (artifact / "manifest.json").is_file():
+        return False
+    manifest = read_manifest(artifact)
+    return (
+        manifest.quantization.preset == getattr(entry, "quantization", None)
+        and manifest.limits == getattr(entry, "limits", None)
+        and all(g.passed for g in manifest.gates)
+    )
+
+
+@pytest.fixture(scope="session")
+def built_artifacts() -> dict[str, Path]:
+    """model name → artifact dir for the default models, built with `maas build` logic when needed."""
+    from model_build.build import artifacts_root, build_model
+    from model_build.catalog import load_catalog
+
+    catalog = load_catalog()
+    out = {}
+    for name in DEFAULT_MODELS:
+        artifact = artifacts_root() / name
+        if not _fresh(artifact, catalog[name]):
+            build_model(catalog[name], artifact_dir=artifact)
+        out[name] = artifact
+    return out
+
+
+@pytest.fixture(scope="session")
+def registry(built_artifacts: dict[str, Path]):  # type: ignore[no-untyped-def]
+    from functions.inference.registry import registry_from_settings
+    from functions.settings import Settings
+
+    reg = registry_from_settings(Settings(models=",".join(str(p) for p in built_artifacts.values())))
+    assert reg.ready, reg.failures
+    return reg
+
+
+@pytest.fixture(scope="session")
+def client(registry):  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from functions.api.app import create_app
+
+    with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def live_server(registry) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    from functions.api.server import BackgroundServer
+
+    with BackgroundServer(registry) as server:
+        yield server.url
