@@ -103,7 +103,7 @@ def publish(
 
     client = boto3.client("s3", endpoint_url=endpoint_url)
     uri = publish_artifact(Path(resolve_model_uri(model)), bucket=bucket, prefix=prefix, s3_client=client)
-    console.print(uri)
+    typer.echo(uri)  # plain: scripts capture it
 
 
 @app.command()

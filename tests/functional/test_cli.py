@@ -1,0 +1,69 @@
+"""The `maas` CLI as users run it."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from typer.testing import CliRunner
+
+from model_build.cli import app
+from tests.conftest import EVENTS_DIR
+
+runner = CliRunner()
+
+
+def test_list_shows_catalog_and_build_state(built_artifacts):
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    assert "minilm-embed" in result.output and "intent-classifier" in result.output and "gpu" in result.output
+
+
+def test_build_unknown_model_exits_2_with_known_names():
+    result = runner.invoke(app, ["build", "no-such-model"])
+    assert result.exit_code == 2
+    assert "not in the catalog" in result.output and "minilm-embed" in result.output
+
+
+def test_invoke_runs_the_http_handler_on_an_event(built_artifacts, monkeypatch):
+    from functions.inference import registry
+    from functions.settings import get_settings
+
+    monkeypatch.setenv("MAAS_MODELS", ",".join(str(p) for p in built_artifacts.values()))
+    get_settings.cache_clear()
+    registry.get_registry.cache_clear()
+    import importlib
+
+    import functions.handlers.http as http_module
+
+    importlib.reload(http_module)
+    result = runner.invoke(app, ["invoke", str(EVENTS_DIR / "apigw_v1_predict_embed.json")])
+    assert result.exit_code == 0, result.output
+    response = json.loads(result.output)
+    assert response["statusCode"] == 200 and len(json.loads(response["body"])["outputs"]) == 2
+
+
+def test_publish_to_a_real_s3_endpoint(built_artifacts, monkeypatch):
+    moto_server = pytest.importorskip("moto.server")
+    from functions.api.server import free_port
+
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        endpoint = f"http://127.0.0.1:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket="cli-artifacts")
+        result = runner.invoke(app, ["publish", "intent-classifier", "--bucket", "cli-artifacts",
+                                     "--endpoint-url", endpoint])
+        assert result.exit_code == 0, result.output
+        uri = result.output.strip()
+        assert uri.startswith("s3://cli-artifacts/models/intent-classifier/")
+        prefix = uri.removeprefix("s3://cli-artifacts/")
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket="cli-artifacts", Prefix=prefix)["Contents"]}
+        assert f"{prefix}/manifest.json" in keys and f"{prefix}/model.onnx" in keys
+    finally:
+        server.stop()
