@@ -74,7 +74,7 @@ class FileEntry(_Strict):
 
 
 class Manifest(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     task: Task
     description: str = ""
@@ -87,7 +87,7 @@ class Manifest(_Strict):
     pooling: Literal["mean", "cls", "none"] = "none"
     normalize: bool = False
     embedding_dim: int | None = None
-    limits: Limits = Field(default_factory=Limits)
+    limits: Limits = Field(default_factory=lambda: Limits())
     quantization: Quantization
     gates: list[GateResult] = Field(default_factory=list)
     files: dict[str, FileEntry]

@@ -91,17 +91,31 @@ def build_model(
     }
     failed = [g for g in gates if not g.passed]
     if failed:
-        write_artifact(work / "rejected", model_path=served, entry=entry, source=source,
-                       quantization=quant, gates=gates, metrics=metrics)  # type: ignore[arg-type]
+        write_artifact(
+            work / "rejected",
+            model_path=served,
+            entry=entry,
+            source=source,
+            quantization=quant,
+            gates=gates,
+            metrics=metrics,
+        )  # type: ignore[arg-type]
         raise validate.GateError(entry.name, failed)
     progress("Package artifact")
     manifest = write_artifact(
-        artifact_dir, model_path=served, entry=entry, source=source,
-        quantization=quant, gates=gates, metrics=metrics,  # type: ignore[arg-type]
+        artifact_dir,
+        model_path=served,
+        entry=entry,
+        source=source,
+        quantization=quant,
+        gates=gates,
+        metrics=metrics,  # type: ignore[arg-type]
     )
     return BuildResult(manifest, artifact_dir, fp32, time.perf_counter() - started)
 
 
-def _stage(directory: Path, model: Path, entry: CatalogEntry, source: SourceModel, quant: object) -> tuple[Path, Manifest]:
+def _stage(
+    directory: Path, model: Path, entry: CatalogEntry, source: SourceModel, quant: object
+) -> tuple[Path, Manifest]:
     manifest = write_artifact(directory, model_path=model, entry=entry, source=source, quantization=quant)  # type: ignore[arg-type]
     return directory, manifest

@@ -16,7 +16,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(help="maas: PyTorch models → validated ONNX artifacts → HTTPS endpoints on AWS.", no_args_is_help=True)
+app = typer.Typer(
+    help="maas: PyTorch models → validated ONNX artifacts → HTTPS endpoints on AWS.", no_args_is_help=True
+)
 console = Console()
 
 
@@ -78,8 +80,9 @@ def build(
                 console.print(f"[red]{exc}[/red]")
                 raise typer.Exit(1) from None
         _print_gates(result.manifest)
-        console.print(f"[green]built {name}[/green] v{result.manifest.version} → {result.artifact_dir} "
-                      f"({result.seconds:.1f}s)")
+        console.print(
+            f"[green]built {name}[/green] v{result.manifest.version} → {result.artifact_dir} ({result.seconds:.1f}s)"
+        )
 
 
 def _print_gates(manifest: object) -> None:
@@ -108,7 +111,9 @@ def publish(
 
 @app.command()
 def serve(
-    models: Annotated[list[str] | None, typer.Argument(help="names, artifact dirs or s3:// URIs (default: all built)")] = None,
+    models: Annotated[
+        list[str] | None, typer.Argument(help="names, artifact dirs or s3:// URIs (default: all built)")
+    ] = None,
     host: str = "127.0.0.1",
     port: int = 8080,
 ) -> None:

@@ -38,11 +38,11 @@ def _show(console: Console, title: str, payload: Any) -> None:
 
 
 def run_demo(console: Console, *, rebuild: bool = False) -> None:
+    import logging
+
     from functions.api.server import BackgroundServer
     from functions.inference.registry import registry_from_settings
     from functions.settings import Settings
-
-    import logging
 
     logging.getLogger("maas").setLevel(logging.WARNING)  # keep per-request access logs out of the demo
     uris = _ensure_built(console, rebuild)
@@ -56,14 +56,28 @@ def run_demo(console: Console, *, rebuild: bool = False) -> None:
         r = http.post("/models/minilm-embed/predict", json={"inputs": ["A man is eating food.", "A man eats a meal."]})
         vectors = r.json()["outputs"]
         cosine = sum(a * b for a, b in zip(vectors[0], vectors[1], strict=True))
-        _show(console, "task API  POST /models/minilm-embed/predict", {
-            "status": r.status_code, "dims": len(vectors[0]), "first 5": vectors[0][:5],
-            "cosine(sentence 1, sentence 2)": round(cosine, 4), "usage": r.json()["usage"],
-        })
-        r = http.post("/models/intent-classifier/predict", json={
-            "inputs": ["I lost my credit card", "can you connect me to a human agent", "what's the weather tomorrow"],
-            "parameters": {"top_k": 2},
-        })
+        _show(
+            console,
+            "task API  POST /models/minilm-embed/predict",
+            {
+                "status": r.status_code,
+                "dims": len(vectors[0]),
+                "first 5": vectors[0][:5],
+                "cosine(sentence 1, sentence 2)": round(cosine, 4),
+                "usage": r.json()["usage"],
+            },
+        )
+        r = http.post(
+            "/models/intent-classifier/predict",
+            json={
+                "inputs": [
+                    "I lost my credit card",
+                    "can you connect me to a human agent",
+                    "what's the weather tomorrow",
+                ],
+                "parameters": {"top_k": 2},
+            },
+        )
         _show(console, "task API  POST /models/intent-classifier/predict", r.json()["outputs"])
 
         _demo_openai(console, server.url)
@@ -85,10 +99,16 @@ def _demo_openai(console: Console, url: str) -> None:
         return
     client = OpenAI(base_url=f"{url}/v1", api_key="local")
     result = client.embeddings.create(model="minilm-embed", input=["hello world", "serverless inference"])
-    _show(console, "OpenAI SDK  client.embeddings.create", {
-        "models": [m.id for m in client.models.list().data],
-        "dims": len(result.data[0].embedding), "first 5": result.data[0].embedding[:5], "usage": result.usage.model_dump(),
-    })
+    _show(
+        console,
+        "OpenAI SDK  client.embeddings.create",
+        {
+            "models": [m.id for m in client.models.list().data],
+            "dims": len(result.data[0].embedding),
+            "first 5": result.data[0].embedding[:5],
+            "usage": result.usage.model_dump(),
+        },
+    )
 
 
 def _demo_oip(console: Console, url: str) -> None:
@@ -104,10 +124,17 @@ def _demo_oip(console: Console, url: str) -> None:
     texts = np.array([b"I lost my credit card", b"play some jazz music"], dtype=object)
     tensor = triton.InferInput("text", [2], "BYTES")
     tensor.set_data_from_numpy(texts, binary_data=True)
-    result = client.infer("intent-classifier", [tensor], outputs=[
-        triton.InferRequestedOutput("label"), triton.InferRequestedOutput("score")])
-    _show(console, "tritonclient.http  InferenceServerClient.infer (binary tensors)", {
-        "server_ready": client.is_server_ready(),
-        "labels": [x.decode() for x in result.as_numpy("label")],
-        "scores": [round(float(x), 4) for x in result.as_numpy("score")],
-    })
+    result = client.infer(
+        "intent-classifier",
+        [tensor],
+        outputs=[triton.InferRequestedOutput("label"), triton.InferRequestedOutput("score")],
+    )
+    _show(
+        console,
+        "tritonclient.http  InferenceServerClient.infer (binary tensors)",
+        {
+            "server_ready": client.is_server_ready(),
+            "labels": [x.decode() for x in result.as_numpy("label")],
+            "scores": [round(float(x), 4) for x in result.as_numpy("score")],
+        },
+    )

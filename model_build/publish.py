@@ -27,11 +27,15 @@ def publish_artifact(
     extra: dict[str, str] = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id} if kms_key_id else {}
     for name, entry in manifest.files.items():
         s3_client.upload_file(
-            str(artifact_dir / name), bucket, f"{base}/{name}",
+            str(artifact_dir / name),
+            bucket,
+            f"{base}/{name}",
             ExtraArgs={"Metadata": {"sha256": entry.sha256}, **extra},
         )
     s3_client.upload_file(
-        str(artifact_dir / MANIFEST_FILE), bucket, f"{base}/{MANIFEST_FILE}",
+        str(artifact_dir / MANIFEST_FILE),
+        bucket,
+        f"{base}/{MANIFEST_FILE}",
         ExtraArgs={"ContentType": "application/json", **extra},
     )
     return f"s3://{bucket}/{base}"

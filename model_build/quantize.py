@@ -114,7 +114,7 @@ def ffn_matmuls(model: onnx.ModelProto, *, include_input_projection: bool) -> li
             continue
         producer = producers.get(node.input[0])
         if producer is not None and (
-            producer.op_type in _GELU_OPS or producer.op_type == "Mul" and _after_erf(producer, producers)
+            producer.op_type in _GELU_OPS or (producer.op_type == "Mul" and _after_erf(producer, producers))
         ):
             names.append(node.name)
         elif include_input_projection:

@@ -48,8 +48,12 @@ def heldout_texts(task: Task) -> list[str]:
 def gate(name: str, value: float, threshold: float, comparison: str, detail: str = "") -> GateResult:
     passed = value >= threshold if comparison == ">=" else value <= threshold
     return GateResult(
-        name=name, value=float(value), threshold=threshold, comparison=comparison,  # type: ignore[arg-type]
-        passed=bool(passed), detail=detail,
+        name=name,
+        value=float(value),
+        threshold=threshold,
+        comparison=comparison,  # type: ignore[arg-type]
+        passed=bool(passed),
+        detail=detail,
     )
 
 

@@ -119,7 +119,9 @@ def _from_binary(tensor: OipRequestInput, payload: bytes) -> np.ndarray:
     if dtype is not None:
         itemsize = np.dtype(dtype).itemsize
         if len(payload) % itemsize:
-            raise InvalidInputError(f"input {tensor.name!r}: {len(payload)} bytes is not a whole number of {tensor.datatype}")
+            raise InvalidInputError(
+                f"input {tensor.name!r}: {len(payload)} bytes is not a whole number of {tensor.datatype}"
+            )
         array = np.frombuffer(payload, dtype=np.dtype(dtype).newbyteorder("<"))
         _check_shape(tensor, array.size)
         return array.reshape(tensor.shape)
@@ -147,7 +149,7 @@ def datatype_of(array: np.ndarray) -> str:
 def to_json_data(array: np.ndarray) -> list[Any]:
     if array.dtype == object:
         return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in array.reshape(-1)]
-    return array.reshape(-1).tolist()  # type: ignore[no-any-return]
+    return list(array.reshape(-1).tolist())
 
 
 def to_binary(array: np.ndarray) -> bytes:

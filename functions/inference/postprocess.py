@@ -10,23 +10,27 @@ def mean_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     mask = attention_mask[..., None].astype(hidden.dtype)
     summed = (hidden * mask).sum(axis=1)
     counts = np.clip(mask.sum(axis=1), 1e-9, None)
-    return (summed / counts).astype(np.float32)
+    pooled: np.ndarray = (summed / counts).astype(np.float32)
+    return pooled
 
 
 def cls_pool(hidden: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-    return hidden[:, 0, :].astype(np.float32)
+    pooled: np.ndarray = hidden[:, 0, :].astype(np.float32)
+    return pooled
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Unit vectors, with sentence-transformers' epsilon (torch.nn.functional.normalize, eps=1e-12)."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    unit: np.ndarray = (vectors / np.clip(norms, 1e-12, None)).astype(np.float32)
+    return unit
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    probs: np.ndarray = (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return probs
 
 
 POOLERS = {"mean": mean_pool, "cls": cls_pool}

@@ -64,8 +64,11 @@ class ModelRegistry:
         self.add(pipeline)
         logger.info(
             "model loaded",
-            extra={"model": pipeline.name, "version": pipeline.manifest.version,
-                   "seconds": round(self.load_seconds[pipeline.name], 3)},
+            extra={
+                "model": pipeline.name,
+                "version": pipeline.manifest.version,
+                "seconds": round(self.load_seconds[pipeline.name], 3),
+            },
         )
         return pipeline
 

@@ -57,8 +57,9 @@ def test_publish_to_a_real_s3_endpoint(built_artifacts, monkeypatch):
         endpoint = f"http://127.0.0.1:{port}"
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
         s3.create_bucket(Bucket="cli-artifacts")
-        result = runner.invoke(app, ["publish", "intent-classifier", "--bucket", "cli-artifacts",
-                                     "--endpoint-url", endpoint])
+        result = runner.invoke(
+            app, ["publish", "intent-classifier", "--bucket", "cli-artifacts", "--endpoint-url", endpoint]
+        )
         assert result.exit_code == 0, result.output
         uri = result.output.strip()
         assert uri.startswith("s3://cli-artifacts/models/intent-classifier/")

@@ -38,10 +38,12 @@ def test_batch_padding_keeps_vectors_within_quantization_noise(client):
 
 
 def test_classifier_top_k_sorted(client):
-    r = client.post("/models/intent-classifier/predict", json={"inputs": ["tell me a joke"], "parameters": {"top_k": 3}})
+    r = client.post(
+        "/models/intent-classifier/predict", json={"inputs": ["tell me a joke"], "parameters": {"top_k": 3}}
+    )
     assert r.status_code == 200
     (ranked,) = r.json()["outputs"]
-    assert [x["label"] for x in ranked][0] == "tell_joke"
+    assert ranked[0]["label"] == "tell_joke"
     scores = [x["score"] for x in ranked]
     assert len(ranked) == 3 and scores == sorted(scores, reverse=True)
 
@@ -72,9 +74,7 @@ def test_schema_errors_are_422_naming_the_field(client, body, field):
 
 
 def test_malformed_json_is_422(client):
-    r = client.post(
-        "/models/minilm-embed/predict", content=b"{not json", headers={"content-type": "application/json"}
-    )
+    r = client.post("/models/minilm-embed/predict", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 422 and "JSON" in r.json()["error"]["message"]
 
 
@@ -100,8 +100,11 @@ def test_too_many_characters_is_413(client):
 
 
 def test_oversized_body_is_413_before_parsing(client):
-    r = client.post("/models/minilm-embed/predict", content=b"x" * (2 * 1024 * 1024 + 1),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/models/minilm-embed/predict",
+        content=b"x" * (2 * 1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413
 
 

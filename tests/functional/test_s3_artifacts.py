@@ -32,7 +32,9 @@ def test_publish_is_content_addressed_and_loadable(s3, built_artifacts, tmp_path
     manifest = Manifest.read(artifact)
     assert uri == f"s3://{BUCKET}/models/minilm-embed/{manifest.version}"
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
-    assert keys == {f"models/minilm-embed/{manifest.version}/{n}" for n in ("manifest.json", "model.onnx", "tokenizer.json")}
+    assert keys == {
+        f"models/minilm-embed/{manifest.version}/{n}" for n in ("manifest.json", "model.onnx", "tokenizer.json")
+    }
 
     pipeline = load_pipeline(uri, cache_dir=tmp_path / "cache", s3_client=s3, warmup=False)
     vectors, _ = pipeline.embed(["loaded from s3"])
@@ -55,7 +57,7 @@ def test_corrupted_file_in_s3_is_refused_and_nothing_cached(s3, built_artifacts,
     key = uri.split(f"{BUCKET}/")[1] + "/tokenizer.json"
     body = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
     s3.put_object(Bucket=BUCKET, Key=key, Body=body.replace(b"[PAD]", b"[PAX]", 1))
-    with pytest.raises(IntegrityError, match="tokenizer.json has sha256"):
+    with pytest.raises(IntegrityError, match=r"tokenizer\.json has sha256"):
         resolve_artifact(uri, tmp_path, s3_client=s3)
     assert not any(tmp_path.rglob("model.onnx")), "a refused artifact must not stay in the cache"
 
@@ -66,7 +68,7 @@ def test_corrupted_local_artifact_is_refused(built_artifacts, tmp_path):
     data = bytearray((copy / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="model.onnx"):
+    with pytest.raises(IntegrityError, match=r"model\.onnx"):
         resolve_artifact(str(copy), tmp_path / "cache")
 
 

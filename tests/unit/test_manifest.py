@@ -21,6 +21,12 @@ def test_content_version_depends_on_bytes_not_order():
 @pytest.mark.parametrize("name", ["../model.onnx", "sub/model.onnx", ".hidden", "manifest.json"])
 def test_file_names_must_be_plain(name):
     with pytest.raises(ValidationError):
-        Manifest(name="m", task="sentence-embeddings", version="v", inputs=[], outputs=[],
-                 quantization=Quantization(preset="fp32", method="none", weight_type="fp32"),
-                 files={name: FileEntry(sha256=SHA, size_bytes=1)})
+        Manifest(
+            name="m",
+            task="sentence-embeddings",
+            version="v",
+            inputs=[],
+            outputs=[],
+            quantization=Quantization(preset="fp32", method="none", weight_type="fp32"),
+            files={name: FileEntry(sha256=SHA, size_bytes=1)},
+        )

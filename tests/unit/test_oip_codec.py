@@ -21,10 +21,15 @@ def test_bytes_and_fp32_binary_roundtrip():
     texts = np.array([b"hello", "héllo".encode()], dtype=object)
     floats = np.arange(6, dtype=np.float32).reshape(2, 3)
     b1, b2 = oip_codec.to_binary(texts), oip_codec.to_binary(floats)
-    body, length = binary_body({"inputs": [
-        {"name": "text", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(b1)}},
-        {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": len(b2)}},
-    ]}, [b1, b2])
+    body, length = binary_body(
+        {
+            "inputs": [
+                {"name": "text", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(b1)}},
+                {"name": "x", "datatype": "FP32", "shape": [2, 3], "parameters": {"binary_data_size": len(b2)}},
+            ]
+        },
+        [b1, b2],
+    )
     _, arrays = oip_codec.parse_infer_request(body, length)
     assert list(arrays["text"]) == list(texts)
     assert np.array_equal(arrays["x"], floats)
@@ -32,8 +37,14 @@ def test_bytes_and_fp32_binary_roundtrip():
 
 def test_bytes_element_overrun_is_refused():
     blob = struct.pack("<I", 100) + b"short"
-    body, length = binary_body({"inputs": [
-        {"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(blob)}}]}, [blob])
+    body, length = binary_body(
+        {
+            "inputs": [
+                {"name": "text", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(blob)}}
+            ]
+        },
+        [blob],
+    )
     with pytest.raises(InvalidInputError, match="overruns"):
         oip_codec.parse_infer_request(body, length)
 
@@ -52,7 +63,9 @@ def test_trailing_bytes_are_refused():
 
 def test_nested_json_data_is_flattened_to_shape():
     _, arrays = oip_codec.parse_infer_request(
-        json.dumps({"inputs": [{"name": "x", "datatype": "INT64", "shape": [2, 2], "data": [[1, 2], [3, 4]]}]}).encode(),
+        json.dumps(
+            {"inputs": [{"name": "x", "datatype": "INT64", "shape": [2, 2], "data": [[1, 2], [3, 4]]}]}
+        ).encode(),
         None,
     )
     assert arrays["x"].tolist() == [[1, 2], [3, 4]] and arrays["x"].dtype == np.int64

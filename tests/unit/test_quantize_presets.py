@@ -27,8 +27,13 @@ def _ffn_graph() -> onnx.ModelProto:
         helper.make_node("Gelu", ["up"], ["act"], domain="com.microsoft", name="gelu"),
         helper.make_node("MatMul", ["act", "w2"], ["y"], name="ffn_down"),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], initializer=w)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        initializer=w,
+    )
     return helper.make_model(graph)
 
 

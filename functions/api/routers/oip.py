@@ -75,7 +75,9 @@ _INFER_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": OipInferRequest.model_json_schema(ref_template="#/components/schemas/{model}")},
+            "application/json": {
+                "schema": OipInferRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -97,7 +99,8 @@ async def infer(model: str, request: Request, registry: RegistryDep, version: st
     missing, unknown = declared - arrays.keys(), arrays.keys() - declared
     if missing or unknown:
         raise InvalidInputError(
-            f"model {pipeline.name} takes inputs {sorted(declared)}; missing {sorted(missing)}, unknown {sorted(unknown)}"
+            f"model {pipeline.name} takes inputs {sorted(declared)}; "
+            f"missing {sorted(missing)}, unknown {sorted(unknown)}"
         )
     params = dict(parsed.parameters or {})
     binary_default = bool(params.pop("binary_data_output", False))

@@ -29,9 +29,7 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 @router.get("/models", response_model=OpenAIModelList, summary="List models")
 def list_models(registry: RegistryDep) -> OpenAIModelList:
     return OpenAIModelList(
-        data=[
-            OpenAIModel(id=p.name, created=int(p.manifest.created_at.timestamp())) for p in registry.pipelines()
-        ]
+        data=[OpenAIModel(id=p.name, created=int(p.manifest.created_at.timestamp())) for p in registry.pipelines()]
     )
 
 

@@ -84,9 +84,9 @@ class EmbeddingPipeline(TextPipeline):
     task = Task.SENTENCE_EMBEDDINGS
     parameters_model = EmbeddingParameters
 
-    def embed(self, texts: list[str], *, truncate: bool | None = None, normalize: bool | None = None) -> tuple[
-        np.ndarray, EncodedBatch
-    ]:
+    def embed(
+        self, texts: list[str], *, truncate: bool | None = None, normalize: bool | None = None
+    ) -> tuple[np.ndarray, EncodedBatch]:
         batch = self._encode(self._texts(texts), truncate)
         (hidden, *_) = self.run(batch.feeds())
         if hidden.ndim == 3:
