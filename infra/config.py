@@ -265,7 +265,7 @@ def parse_deploy(name: str, table: object) -> Deploy:
         return _parse_table(name, "deploy", table, LambdaDeploy, CatalogError)
     if target == "gpu":
         return _parse_table(name, "deploy", table, GpuDeploy, GpuSettingsError)
-    raise CatalogError(f"model {name!r}: deploy.target must be \"lambda\" or \"gpu\", got {target!r}")
+    raise CatalogError(f'model {name!r}: deploy.target must be "lambda" or "gpu", got {target!r}')
 
 
 def _parse_table(

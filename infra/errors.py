@@ -28,7 +28,7 @@ class PackageTooLargeError(InfraConfigError):
 
 
 class TimeoutRuleError(InfraConfigError):
-    """A timeout combination that API Gateway (29 s) or SQS (visibility ≥ 6× timeout) would break."""
+    """A timeout combination that API Gateway (29 s) or SQS (visibility ≥ 6x timeout) would break."""
 
 
 class RecursiveTriggerError(InfraConfigError):

@@ -28,7 +28,7 @@ def _mib(n_bytes: int) -> int:
 
 
 def required_visibility_s(deploy: CommonDeploy) -> int:
-    """SQS visibility timeout AWS asks for: 6 × the consumer's timeout + the batching window."""
+    """SQS visibility timeout AWS asks for: 6 x the consumer's timeout + the batching window."""
     return limits.SQS_VISIBILITY_FACTOR * deploy.batch_timeout_s + deploy.batching_window_s
 
 
@@ -69,12 +69,12 @@ def check_timeouts(name: str, deploy: CommonDeploy, *, api_timeout_quota_s: int)
     if required > limits.SQS_VISIBILITY_MAX_S:
         raise TimeoutRuleError(
             f"model {name!r}: batch_timeout_s = {deploy.batch_timeout_s} s needs an SQS visibility timeout of "
-            f"{required} s (6× + batching window), above SQS's {limits.SQS_VISIBILITY_MAX_S} s maximum"
+            f"{required} s (6x + batching window), above SQS's {limits.SQS_VISIBILITY_MAX_S} s maximum"
         )
     chosen = deploy.queue_visibility_timeout_s
     if chosen is not None and chosen < required:
         raise TimeoutRuleError(
-            f"model {name!r}: queue_visibility_timeout_s = {chosen} s is less than 6 × batch_timeout_s "
+            f"model {name!r}: queue_visibility_timeout_s = {chosen} s is less than 6 x batch_timeout_s "
             f"({deploy.batch_timeout_s} s) + batching_window_s = {required} s: messages would become visible "
             f"again while still being processed and run twice. Raise it to at least {required} or remove it"
         )
@@ -109,19 +109,19 @@ def check_lambda_sizing(
     if needed_memory > limits.LAMBDA_MEMORY_MAX_MB:
         raise PackageTooLargeError(
             f"model {name!r}: a {model_mb} MB model needs about {needed_memory} MB of memory, more than "
-            f"Lambda's {limits.LAMBDA_MEMORY_MAX_MB} MB: deploy it with target = \"gpu\""
+            f'Lambda\'s {limits.LAMBDA_MEMORY_MAX_MB} MB: deploy it with target = "gpu"'
         )
     for key, value in (("memory_mb", deploy.memory_mb), ("batch_memory_mb", deploy.batch_memory_mb)):
         if value is not None and value < needed_memory:
             raise CatalogError(
                 f"model {name!r}: {key} = {value} MB is too small for a {model_mb} MB model "
-                f"(needs about {needed_memory} MB: {limits.RUNTIME_MEMORY_OVERHEAD_MB} + 2 × model)"
+                f"(needs about {needed_memory} MB: {limits.RUNTIME_MEMORY_OVERHEAD_MB} + 2 x model)"
             )
     if deploy.model_source == "s3":
         needed_tmp = model_mb + limits.EPHEMERAL_HEADROOM_MB
         if needed_tmp > deploy.ephemeral_storage_mb:
             raise PackageTooLargeError(
-                f"model {name!r}: model_source = \"s3\" downloads {model_mb} MB into /tmp at init, but "
+                f'model {name!r}: model_source = "s3" downloads {model_mb} MB into /tmp at init, but '
                 f"ephemeral_storage_mb = {deploy.ephemeral_storage_mb}; set it to at least {needed_tmp}"
             )
     code_bytes = runtime_bytes + (artifact_bytes if deploy.model_source == "bundled" else 0)
@@ -130,13 +130,13 @@ def check_lambda_sizing(
     if deploy.package == "zip" and not fits_zip:
         raise PackageTooLargeError(
             f"model {name!r}: runtime ({_mib(runtime_bytes)} MB) + model ({model_mb} MB) = {_mib(code_bytes)} "
-            f"MB unzipped exceeds Lambda's 250 MB zip limit. Set package = \"image\" (container image, "
-            f"up to 10 GB), remove package to choose automatically, or use model_source = \"s3\""
+            f'MB unzipped exceeds Lambda\'s 250 MB zip limit. Set package = "image" (container image, '
+            f'up to 10 GB), remove package to choose automatically, or use model_source = "s3"'
         )
     if not fits_zip and image_bytes > limits.LAMBDA_IMAGE_MAX_BYTES:
         raise PackageTooLargeError(
             f"model {name!r}: about {_mib(image_bytes)} MB as a container image exceeds Lambda's 10 GB image "
-            f"limit: deploy it with target = \"gpu\""
+            f'limit: deploy it with target = "gpu"'
         )
     if deploy.package == "image" or not fits_zip:
         return "image"

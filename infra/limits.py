@@ -28,7 +28,7 @@ LAMBDA_PYTHON_VERSION = "3.13"  # zip runtime and Lambda base image tag; the dep
 RUNTIME_DEPS_ESTIMATE_BYTES = 180 * MIB
 # The Lambda Python base image + pip-installed runtime, for the container-image size check.
 LAMBDA_IMAGE_BASE_ESTIMATE_BYTES = 1024 * MIB
-# onnxruntime needs the weights once on disk/in the page cache plus its own arena: model × 2 + runtime.
+# onnxruntime needs the weights once on disk/in the page cache plus its own arena: model x 2 + runtime.
 RUNTIME_MEMORY_OVERHEAD_MB = 256
 MODEL_MEMORY_FACTOR = 2.0
 # Room left in /tmp next to an artifact downloaded from S3 at init (staging copy is renamed, not copied).

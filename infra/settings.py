@@ -8,6 +8,7 @@ Nothing here is hard-coded per environment and nothing reaches the network.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import tomllib
@@ -24,7 +25,30 @@ ACCOUNT_RE = re.compile(r"^\d{12}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 # CloudWatch Logs accepts only these retention periods.
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,8 @@ class EnvironmentConfig:
     stage_rate_limit: float = 500
     stage_burst_limit: int = 1000
     batch_retention_days: int = 30
+    vpc_cidr: str = "10.64.0.0/16"
+    waf_ip_rate_limit: int = 3000
     tiers: Mapping[str, UsageTier] = field(default_factory=dict)
     tenants: Mapping[str, str] = field(default_factory=dict)
 
@@ -76,6 +102,14 @@ class EnvironmentConfig:
     def prefix(self) -> str:
         """Name prefix of every stack and named resource: ``maas-<stage>``."""
         return f"maas-{self.stage}"
+
+    def bucket_name(self, role: str) -> str:
+        """A deterministic, globally unique bucket name: ``maas-<stage>-<role>-<account>-<region>``.
+
+        Fixed names let model stacks write least-privilege ARNs as plain strings (no cross-stack
+        tokens), so each IAM statement is reviewable, and acknowledgeable, as written.
+        """
+        return f"{self.prefix}-{role}-{self.account}-{self.region}"
 
     @property
     def api_name(self) -> str:
@@ -167,6 +201,8 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         stage_rate_limit=float(_int(raw.get("stage_rate_limit", 500), "stageRateLimit", low=1)),
         stage_burst_limit=_int(raw.get("stage_burst_limit", 1000), "stageBurstLimit", low=1),
         batch_retention_days=_int(raw.get("batch_retention_days", 30), "batchRetentionDays", low=1),
+        vpc_cidr=_cidr(raw.get("vpc_cidr", "10.64.0.0/16")),
+        waf_ip_rate_limit=_int(raw.get("waf_ip_rate_limit", 3000), "wafIpRateLimit", low=10),
         tiers=tiers,
         tenants=tenants,
     )
@@ -199,6 +235,16 @@ def _tier(name: str, spec: Any) -> UsageTier:
     if tier.burst_limit < tier.rate_limit:
         raise EnvironmentConfigError(f"tier {name!r}: burst_limit must be at least rate_limit")
     return tier
+
+
+def _cidr(value: Any) -> str:
+    try:
+        network = ipaddress.IPv4Network(str(value))
+    except ValueError as exc:
+        raise EnvironmentConfigError(f"vpcCidr {value!r} is not an IPv4 CIDR: {exc}") from exc
+    if not 16 <= network.prefixlen <= 20:
+        raise EnvironmentConfigError(f"vpcCidr {value!r} must be a /16 to /20 (room for four /24+ subnets)")
+    return str(network)
 
 
 def _resolve(root: Path, value: str) -> Path:

@@ -1,0 +1,1 @@
+"""Constructs, each paired with the runtime piece it hosts (functions, GPU service, batch events, alarms)."""

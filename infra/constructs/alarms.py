@@ -1,0 +1,185 @@
+"""Alarms and dashboards: one set per model (errors, throttles, p99 latency, DLQ depth) and one for the API.
+
+The model stacks hand :class:`ModelAlarms` the metrics of whatever serves the model (Lambda functions
+or an ECS service), so both targets get the same four alarms and a dashboard of the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import ModelSpec
+from infra.settings import EnvironmentConfig
+
+FIVE_MINUTES = cdk.Duration.minutes(5)
+
+
+@dataclass(frozen=True)
+class ModelSignals:
+    """The metrics one model's alarms watch, whatever its target."""
+
+    errors: cw.IMetric
+    throttles: cw.IMetric
+    throttles_description: str
+    latency_p99: cw.IMetric
+    latency_threshold_ms: float
+    dead_letter_queues: Sequence[sqs.IQueue]
+    extra_widgets: Sequence[cw.IWidget] = field(default=())
+
+
+class ModelAlarms(Construct):
+    """Errors, throttles, p99 latency and DLQ depth > 0 for one model, plus its dashboard."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        settings: EnvironmentConfig,
+        topic: sns.ITopic,
+        signals: ModelSignals,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        action = actions.SnsAction(topic)
+        name = f"{settings.prefix}-{spec.name}"
+        self.alarms: dict[str, cw.Alarm] = {
+            "errors": cw.Alarm(
+                self,
+                "Errors",
+                alarm_description=f"{name}: invocations failed (unhandled errors, timeouts or 5XX)",
+                metric=signals.errors,
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "throttles": cw.Alarm(
+                self,
+                "Throttles",
+                alarm_description=f"{name}: {signals.throttles_description}",
+                metric=signals.throttles,
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+            "latency": cw.Alarm(
+                self,
+                "LatencyP99",
+                alarm_description=f"{name}: p99 latency above {signals.latency_threshold_ms:.0f} ms for 15 minutes",
+                metric=signals.latency_p99,
+                threshold=signals.latency_threshold_ms,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=3,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            ),
+        }
+        for index, queue in enumerate(signals.dead_letter_queues):
+            self.alarms[f"dlq{index}"] = cw.Alarm(
+                self,
+                f"DeadLetters{index}",
+                alarm_description=f"{name}: messages in a dead-letter queue (failed after all retries)",
+                metric=queue.metric_approximate_number_of_messages_visible(
+                    period=cdk.Duration.minutes(1), statistic="Maximum"
+                ),
+                threshold=0,
+                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            )
+        for alarm in self.alarms.values():
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+        dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=name)
+        dashboard.add_widgets(
+            cw.AlarmWidget(title="Errors", alarm=self.alarms["errors"], width=8),
+            cw.AlarmWidget(title="Throttles / saturation", alarm=self.alarms["throttles"], width=8),
+            cw.AlarmWidget(title="p99 latency (ms)", alarm=self.alarms["latency"], width=8),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Dead-letter queues",
+                left=[
+                    q.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(1))
+                    for q in signals.dead_letter_queues
+                ],
+                width=12,
+            ),
+            *signals.extra_widgets,
+        )
+
+
+class ApiAlarms(Construct):
+    """API-wide alarms (5XX rate, p99 latency) and the shared dashboard, from the stage's metrics."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EnvironmentConfig,
+        topic: sns.ITopic,
+        models: Sequence[ModelSpec],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        dims = {"ApiName": settings.api_name, "Stage": settings.stage}
+
+        def metric(name: str, statistic: str) -> cw.Metric:
+            return cw.Metric(
+                namespace="AWS/ApiGateway",
+                metric_name=name,
+                dimensions_map=dims,
+                statistic=statistic,
+                period=FIVE_MINUTES,
+            )
+
+        action = actions.SnsAction(topic)
+        server_errors = cw.Alarm(
+            self,
+            "ServerErrorRate",
+            alarm_description=f"{settings.api_name}: more than 1% of requests answered 5XX for 15 minutes",
+            metric=metric("5XXError", "Average"),
+            threshold=0.01,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        timeout_ms = 1000 * settings.api_timeout_quota_s
+        latency = cw.Alarm(
+            self,
+            "LatencyP99",
+            alarm_description=f"{settings.api_name}: p99 latency above 80% of the integration timeout",
+            metric=metric("Latency", "p99"),
+            threshold=0.8 * timeout_ms,
+            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=3,
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
+        for alarm in (server_errors, latency):
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+        dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=f"{settings.prefix}-overview")
+        dashboard.add_widgets(
+            cw.GraphWidget(title="Requests", left=[metric("Count", "Sum")], width=8),
+            cw.GraphWidget(
+                title="Error rates", left=[metric("4XXError", "Average"), metric("5XXError", "Average")], width=8
+            ),
+            cw.GraphWidget(title="Latency", left=[metric("Latency", "p50"), metric("Latency", "p99")], width=8),
+        )
+        dashboard.add_widgets(
+            cw.TextWidget(
+                markdown="**Models:** "
+                + ", ".join(f"`{m.name}` ({m.target}, dashboard `{settings.prefix}-{m.name}`)" for m in models),
+                width=24,
+                height=2,
+            )
+        )

@@ -1,0 +1,376 @@
+"""A ``gpu`` model: the same FastAPI app under uvicorn in a CUDA container, on ECS with EC2 GPU capacity.
+
+An Auto Scaling group of GPU instances (ECS GPU-optimized AMI) is the cluster's capacity provider,
+so instances follow the tasks. The HTTP service scales on CPU between ``min_tasks`` and ``max_tasks``
+and is reached from API Gateway through a VPC link and an internal Network Load Balancer that
+health-checks ``/v2/health/ready``. A queue worker (same image) drains the model's job queue and
+scales on its backlog, down to ``worker_min_tasks`` (0 by default).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_elasticloadbalancingv2 as elbv2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra import limits, nag
+from infra.config import GpuDeploy, ModelSpec
+from infra.constructs.common import data_removal_policy, log_retention
+from infra.constructs.data_access import DataAccess
+from infra.settings import EnvironmentConfig
+
+PORT = 8080
+HEALTH_PATH = "/v2/health/ready"
+APP_ROOT = "/app"  # WORKDIR of docker/gpu.Dockerfile
+SERVER_COMMAND = ["uvicorn", "functions.handlers.http:app", "--host", "0.0.0.0", "--port", str(PORT)]
+WORKER_COMMAND = ["python", "-m", "functions.handlers.worker"]
+_HEALTH_PROBE = (
+    f"python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}{HEALTH_PATH}', timeout=3)\""
+)
+
+
+class GpuService(Construct):
+    """ECS cluster on GPU instances, the HTTP service behind a private NLB + VPC link, and a queue worker."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        settings: EnvironmentConfig,
+        context_dir: Path,
+        vpc: ec2.IVpc,
+        access: DataAccess,
+        table: dynamodb.ITable,
+        queue: sqs.IQueue,
+        logs_bucket: s3.IBucket,
+        alarm_topic: sns.ITopic,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not isinstance(spec.deploy, GpuDeploy):
+            raise TypeError(f"model {spec.name!r} is not a gpu target")
+        deploy = self._deploy = spec.deploy
+        self._vpc_cidr = settings.vpc_cidr
+        instance = limits.GPU_INSTANCES[deploy.instance_type]
+        worker_max = deploy.worker_max_tasks if deploy.worker_max_tasks is not None else deploy.max_tasks
+        self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENHANCED)
+        tasks_per_instance = instance.gpus
+        max_instances = math.ceil((deploy.max_tasks + worker_max) / tasks_per_instance)
+        self.capacity = self._capacity(deploy, vpc, max_instances, alarm_topic)
+        self.cluster.add_asg_capacity_provider(self.capacity)
+
+        image = ecs.ContainerImage.from_docker_image_asset(
+            ecr_assets.DockerImageAsset(
+                self,
+                "Image",
+                directory=str(context_dir),
+                platform=ecr_assets.Platform.LINUX_AMD64,
+                build_args={"MODEL_NAME": spec.name},
+            )
+        )
+        environment = dict(access.environment(spec, settings, table=table, bundled_at=f"{APP_ROOT}/artifacts"))
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=log_retention(settings),
+            removal_policy=data_removal_policy(settings),
+        )
+        cpu = deploy.cpu_units or (instance.vcpus * 1024 - 512)
+
+        server_task = self._task_definition("Server", image, SERVER_COMMAND, environment, log_group, cpu, deploy)
+        server_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
+        self.task_security_group = ec2.SecurityGroup(
+            self, "TaskSecurityGroup", vpc=vpc, description=f"maas {spec.name} GPU tasks", allow_all_outbound=True
+        )
+        self.service = ecs.Ec2Service(
+            self,
+            "Service",
+            cluster=self.cluster,
+            task_definition=server_task,
+            desired_count=deploy.min_tasks,
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            health_check_grace_period=cdk.Duration.minutes(3),  # instance start + image pull + model load
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider=self.capacity.capacity_provider_name, weight=1)
+            ],
+            security_groups=[self.task_security_group],
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            enable_ecs_managed_tags=True,
+        )
+        scaling = self.service.auto_scale_task_count(min_capacity=deploy.min_tasks, max_capacity=deploy.max_tasks)
+        scaling.scale_on_cpu_utilization(
+            "CpuScaling",
+            target_utilization_percent=deploy.scale_cpu_percent,
+            scale_in_cooldown=cdk.Duration.minutes(5),
+            scale_out_cooldown=cdk.Duration.minutes(1),
+        )
+        self.load_balancer, self.target_group = self._load_balancer(spec, vpc, logs_bucket)
+        self.target_group.add_target(self.service)
+        self.vpc_link = apigw.VpcLink(
+            self, "VpcLink", targets=[self.load_balancer], description=f"API Gateway → maas {spec.name} NLB"
+        )
+
+        worker_task = self._task_definition("Worker", image, WORKER_COMMAND, environment, log_group, cpu, deploy)
+        worker_task.default_container.add_environment("MAAS_QUEUE_URL", queue.queue_url)  # type: ignore[union-attr]
+        batch = access.batch_statements(spec)
+        for statement in batch:
+            worker_task.task_role.add_to_principal_policy(statement)
+        access.acknowledge_prefix_wildcards(self, batch)
+        worker_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
+        queue.grant_consume_messages(worker_task.task_role)
+        self.worker = ecs.Ec2Service(
+            self,
+            "Worker",
+            cluster=self.cluster,
+            task_definition=worker_task,
+            desired_count=deploy.worker_min_tasks,
+            min_healthy_percent=0,
+            max_healthy_percent=100,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider=self.capacity.capacity_provider_name, weight=1)
+            ],
+            security_groups=[self.task_security_group],
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            enable_ecs_managed_tags=True,
+        )
+        worker_scaling = self.worker.auto_scale_task_count(
+            min_capacity=deploy.worker_min_tasks, max_capacity=max(worker_max, 1)
+        )
+        worker_scaling.scale_on_metric(
+            "BacklogScaling",
+            metric=queue.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(1)),
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=0, change=-1),
+                appscaling.ScalingInterval(lower=1, change=+1),
+                appscaling.ScalingInterval(lower=deploy.worker_backlog_per_task, change=+2),
+            ],
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=cdk.Duration.minutes(3),
+        )
+        for task in (server_task, worker_task):
+            nag.acknowledge(
+                task.obtain_execution_role(),
+                "AwsSolutions-IAM5[Resource::*]",
+                "ecr:GetAuthorizationToken has no resource-level permissions; image pulls are scoped to the repo",
+            )
+        nag.acknowledge(
+            self,
+            "AwsSolutions-ECS2",
+            "Container environment holds only non-secret settings (bucket, prefixes, table, queue URL)",
+        )
+
+    def integration(self, http_method: str, path: str) -> apigw.Integration:
+        """An HTTP proxy integration through the VPC link to the NLB, keeping the request path."""
+        uri_path = path.replace("{proxy+}", "{proxy}")
+        return apigw.Integration(
+            type=apigw.IntegrationType.HTTP_PROXY,
+            integration_http_method=http_method,
+            uri=f"http://{self.load_balancer.load_balancer_dns_name}{uri_path}",
+            options=apigw.IntegrationOptions(
+                connection_type=apigw.ConnectionType.VPC_LINK,
+                vpc_link=self.vpc_link,
+                timeout=cdk.Duration.seconds(self._deploy.api_timeout_s),
+                request_parameters=(
+                    {"integration.request.path.proxy": "method.request.path.proxy"} if "{proxy}" in uri_path else None
+                ),
+            ),
+        )
+
+    def _capacity(
+        self, deploy: GpuDeploy, vpc: ec2.IVpc, max_instances: int, topic: sns.ITopic
+    ) -> ecs.AsgCapacityProvider:
+        security_group = ec2.SecurityGroup(
+            self, "InstanceSecurityGroup", vpc=vpc, description="maas GPU hosts", allow_all_outbound=True
+        )
+        user_data = ec2.UserData.for_linux()
+        user_data.add_commands("echo ECS_ENABLE_GPU_SUPPORT=true >> /etc/ecs/ecs.config")
+        template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            instance_type=ec2.InstanceType(deploy.instance_type),
+            security_group=security_group,
+            user_data=user_data,
+            # Immutable to CDK: the ECS integration would add "ecs:Submit*"; the role gets explicit actions.
+            role=self._instance_role().without_policy_updates(),
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,  # tasks (awsvpc) cannot reach the instance's credentials
+            detailed_monitoring=True,
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        100, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True
+                    ),
+                )
+            ],
+        )
+        group = autoscaling.AutoScalingGroup(
+            self,
+            "Hosts",
+            vpc=vpc,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            launch_template=template,
+            min_capacity=0,
+            max_capacity=max_instances,
+            notifications=[autoscaling.NotificationConfiguration(topic=topic)],
+        )
+        nag.acknowledge(
+            group,
+            "AwsSolutions-EC29",
+            "Instances belong to an ECS capacity provider with managed termination protection",
+        )
+        return ecs.AsgCapacityProvider(
+            self,
+            "CapacityProvider",
+            auto_scaling_group=group,
+            enable_managed_scaling=True,
+            enable_managed_termination_protection=True,
+            enable_managed_draining=True,
+            target_capacity_percent=100,
+            machine_image_type=ecs.MachineImageType.AMAZON_LINUX_2,
+        )
+
+    def _instance_role(self) -> iam.Role:
+        """The GPU hosts' role: what the ECS agent needs for this cluster, every action spelled out."""
+        role = iam.Role(self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"))
+        cluster_arn = self.cluster.cluster_arn
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcsAgentOnCluster",
+                actions=[
+                    "ecs:RegisterContainerInstance",
+                    "ecs:DeregisterContainerInstance",
+                    "ecs:SubmitAttachmentStateChanges",
+                    "ecs:SubmitContainerStateChange",
+                    "ecs:SubmitTaskStateChange",
+                ],
+                resources=[cluster_arn],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcsAgentOnInstances",
+                actions=["ecs:Poll", "ecs:StartTelemetrySession", "ecs:UpdateContainerInstancesState"],
+                resources=["*"],  # container instances do not exist yet; the condition pins the cluster
+                conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcsAgentDiscovery",
+                actions=["ecs:DiscoverPollEndpoint"],
+                resources=["*"],
+            )
+        )
+        nag.acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ECS agent: DiscoverPollEndpoint has no resource type; Poll/StartTelemetrySession are pinned "
+            "by the ecs:cluster condition",
+        )
+        return role
+
+    def _task_definition(
+        self,
+        construct_id: str,
+        image: ecs.ContainerImage,
+        command: list[str],
+        environment: dict[str, str],
+        log_group: logs.ILogGroup,
+        cpu: int,
+        deploy: GpuDeploy,
+    ) -> ecs.Ec2TaskDefinition:
+        task = ecs.Ec2TaskDefinition(self, f"{construct_id}Task", network_mode=ecs.NetworkMode.AWS_VPC)
+        container = task.add_container(
+            construct_id.lower(),
+            image=image,
+            command=command,
+            environment=environment,
+            gpu_count=1,
+            cpu=cpu,
+            memory_reservation_mib=deploy.memory_mb,
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=construct_id.lower(), log_group=log_group),
+            stop_timeout=cdk.Duration.seconds(min(120, deploy.batch_timeout_s)),
+            readonly_root_filesystem=False,  # the runtime caches artifacts under /tmp
+            health_check=(
+                ecs.HealthCheck(
+                    command=["CMD-SHELL", _HEALTH_PROBE],
+                    interval=cdk.Duration.seconds(15),
+                    timeout=cdk.Duration.seconds(5),
+                    retries=3,
+                    start_period=cdk.Duration.seconds(120),
+                )
+                if command is SERVER_COMMAND
+                else None
+            ),
+        )
+        if command is SERVER_COMMAND:
+            container.add_port_mappings(ecs.PortMapping(container_port=PORT, protocol=ecs.Protocol.TCP))
+        return task
+
+    def _load_balancer(
+        self, spec: ModelSpec, vpc: ec2.IVpc, logs_bucket: s3.IBucket
+    ) -> tuple[elbv2.NetworkLoadBalancer, elbv2.NetworkTargetGroup]:
+        nlb_security_group = ec2.SecurityGroup(
+            self,
+            "LoadBalancerSecurityGroup",
+            vpc=vpc,
+            description=f"maas {spec.name} internal NLB",
+            allow_all_outbound=False,
+        )
+        nlb_security_group.add_ingress_rule(
+            ec2.Peer.ipv4(self._vpc_cidr), ec2.Port.tcp(80), "API Gateway VPC link and in-VPC callers"
+        )
+        nlb_security_group.add_egress_rule(self.task_security_group, ec2.Port.tcp(PORT), "to the GPU tasks")
+        self.task_security_group.add_ingress_rule(nlb_security_group, ec2.Port.tcp(PORT), "from the NLB")
+        nlb = elbv2.NetworkLoadBalancer(
+            self,
+            "LoadBalancer",
+            vpc=vpc,
+            internet_facing=False,
+            cross_zone_enabled=True,
+            security_groups=[nlb_security_group],
+            # VPC link (PrivateLink) traffic is authorised by API Gateway's IAM auth, not by source IP.
+            enforce_security_group_inbound_rules_on_private_link_traffic=False,
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+        )
+        nlb.log_access_logs(logs_bucket, f"nlb/{spec.name}")
+        target_group = elbv2.NetworkTargetGroup(
+            self,
+            "Targets",
+            vpc=vpc,
+            port=PORT,
+            protocol=elbv2.Protocol.TCP,
+            target_type=elbv2.TargetType.IP,
+            deregistration_delay=cdk.Duration.seconds(30),
+            health_check=elbv2.HealthCheck(
+                protocol=elbv2.Protocol.HTTP,
+                path=HEALTH_PATH,
+                port=str(PORT),
+                interval=cdk.Duration.seconds(15),
+                healthy_threshold_count=2,
+                unhealthy_threshold_count=3,
+            ),
+        )
+        nlb.add_listener("Http", port=80, protocol=elbv2.Protocol.TCP, default_target_groups=[target_group])
+        return nlb, target_group

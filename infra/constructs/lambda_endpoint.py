@@ -1,0 +1,180 @@
+"""A ``lambda`` model: the maas runtime as three functions (HTTP, S3, SQS) from one zip or image.
+
+The HTTP function sits behind API Gateway (through a ``live`` alias that carries any provisioned
+concurrency); the S3 and SQS functions run batch jobs with their own, longer timeout. All three
+share one code asset (so one upload or one image), arm64 by default, and each has its own role that
+holds only the statements :class:`~infra.constructs.data_access.DataAccess` hands it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import nag
+from infra.config import LambdaDeploy, ModelSpec
+from infra.constructs.common import data_removal_policy, log_retention
+from infra.constructs.data_access import DataAccess
+from infra.limits import LAMBDA_PYTHON_VERSION
+from infra.settings import EnvironmentConfig
+
+HANDLERS = {
+    "http": "functions.handlers.http.handler",
+    "s3": "functions.handlers.s3.handler",
+    "sqs": "functions.handlers.sqs.handler",
+}
+TASK_ROOT_ARTIFACTS = "/var/task/artifacts"  # zip root and the image's ${LAMBDA_TASK_ROOT}
+_LOG_LEVELS = {
+    "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
+    "INFO": lambda_.ApplicationLogLevel.INFO,
+    "WARNING": lambda_.ApplicationLogLevel.WARN,
+    "ERROR": lambda_.ApplicationLogLevel.ERROR,
+}
+
+
+def python_runtime() -> lambda_.Runtime:
+    """The managed Python runtime matching :data:`infra.limits.LAMBDA_PYTHON_VERSION`."""
+    runtime: lambda_.Runtime = getattr(lambda_.Runtime, "PYTHON_" + LAMBDA_PYTHON_VERSION.replace(".", "_"))
+    return runtime
+
+
+class LambdaEndpoint(Construct):
+    """The model's HTTP, S3 and SQS functions with least-privilege roles and their own log groups."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: ModelSpec,
+        settings: EnvironmentConfig,
+        package_dir: Path,
+        access: DataAccess,
+        table: dynamodb.ITable,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        if not isinstance(spec.deploy, LambdaDeploy):
+            raise TypeError(f"model {spec.name!r} is not a lambda target")
+        self._spec, self._settings, self._deploy = spec, settings, spec.deploy
+        self._package_dir = package_dir
+        self._environment = access.environment(spec, settings, table=table, bundled_at=TASK_ROOT_ARTIFACTS)
+        artifact = access.artifact_statements(spec) if spec.deploy.model_source == "s3" else []
+        idempotency = [access.idempotency_statement(table)]
+        self.http_function = self._function(
+            "Http",
+            "http",
+            timeout_s=self._deploy.timeout_s,
+            memory_mb=self._deploy.memory_mb,
+            reserved=self._deploy.reserved_concurrency,
+            statements=[*artifact, *idempotency],
+        )
+        batch = [*artifact, *access.batch_statements(spec), *idempotency]
+        batch_memory = self._deploy.batch_memory_mb or self._deploy.memory_mb
+        self.s3_function = self._function(
+            "S3Jobs", "s3", timeout_s=self._deploy.batch_timeout_s, memory_mb=batch_memory, statements=batch
+        )
+        self.sqs_function = self._function(
+            "SqsJobs", "sqs", timeout_s=self._deploy.batch_timeout_s, memory_mb=batch_memory, statements=batch
+        )
+        self.http_alias = lambda_.Alias(
+            self,
+            "Live",
+            alias_name="live",
+            version=self.http_function.current_version,
+            provisioned_concurrent_executions=self._deploy.provisioned_concurrency or None,
+        )
+        nag.acknowledge(
+            self,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions",
+        )
+        access.acknowledge_prefix_wildcards(self, batch)
+        nag.acknowledge(
+            self,
+            "AwsSolutions-L1",
+            f"Python {LAMBDA_PYTHON_VERSION} is pinned: the zip's native wheels (onnxruntime, tokenizers, "
+            "numpy) are built for this ABI by infra.build_deps; bump both together",
+        )
+
+    @property
+    def functions(self) -> Sequence[lambda_.Function]:
+        """All three functions, HTTP first."""
+        return (self.http_function, self.s3_function, self.sqs_function)
+
+    def _code(self, handler: str) -> lambda_.Code:
+        if self._spec.package == "zip":
+            return lambda_.Code.from_asset(str(self._package_dir))
+        platform = (
+            ecr_assets.Platform.LINUX_ARM64 if self._deploy.architecture == "arm64" else ecr_assets.Platform.LINUX_AMD64
+        )
+        return lambda_.Code.from_asset_image(
+            str(self._package_dir),
+            cmd=[handler],
+            platform=platform,
+            build_args={"MODEL_NAME": self._spec.name, "PYTHON_VERSION": LAMBDA_PYTHON_VERSION},
+        )
+
+    def _function(
+        self,
+        construct_id: str,
+        kind: str,
+        *,
+        timeout_s: int,
+        memory_mb: int,
+        statements: Sequence[iam.PolicyStatement],
+        reserved: int | None = None,
+    ) -> lambda_.Function:
+        log_group = logs.LogGroup(
+            self,
+            f"{construct_id}Logs",
+            retention=log_retention(self._settings),
+            removal_policy=data_removal_policy(self._settings),
+        )
+        role = iam.Role(
+            self,
+            f"{construct_id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"maas {self._spec.name} {kind} function",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="OwnLogGroup",
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],
+            )
+        )
+        for statement in statements:
+            role.add_to_policy(statement)
+        image = self._spec.package == "image"
+        handler = HANDLERS[kind]
+        return lambda_.Function(
+            self,
+            construct_id,
+            description=f"maas {self._spec.name} ({self._spec.task}) {kind} handler",
+            code=self._code(handler),
+            handler=lambda_.Handler.FROM_IMAGE if image else handler,
+            runtime=lambda_.Runtime.FROM_IMAGE if image else python_runtime(),
+            architecture=(
+                lambda_.Architecture.ARM_64 if self._deploy.architecture == "arm64" else lambda_.Architecture.X86_64
+            ),
+            memory_size=memory_mb,
+            timeout=cdk.Duration.seconds(timeout_s),
+            ephemeral_storage_size=cdk.Size.mebibytes(self._deploy.ephemeral_storage_mb),
+            reserved_concurrent_executions=reserved,
+            environment=dict(self._environment),
+            role=role,
+            log_group=log_group,
+            logging_format=lambda_.LoggingFormat.JSON,
+            application_log_level_v2=_LOG_LEVELS[self._settings.log_level],
+            system_log_level_v2=lambda_.SystemLogLevel.WARN,
+            tracing=lambda_.Tracing.ACTIVE,
+            recursive_loop=lambda_.RecursiveLoop.TERMINATE,
+        )

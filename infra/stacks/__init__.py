@@ -1,0 +1,1 @@
+"""Stacks: shared (data, API definition), one per model, and the API stage."""

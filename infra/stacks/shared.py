@@ -1,0 +1,269 @@
+"""The shared stack: data key, buckets, alarm topic, the REST API definition, network and shared alarms.
+
+Model stacks add their routes to the API defined here; the API's deployment, stage, WAF and usage
+plans live in :mod:`infra.stacks.api`, which deploys after every model stack (a REST API stage must
+be deployed after the methods it serves, and those belong to the model stacks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from infra import nag
+from infra.config import ModelSpec
+from infra.constructs.alarms import ApiAlarms
+from infra.constructs.api_routes import COG4_REASON, ApiRefs
+from infra.constructs.common import data_removal_policy, log_retention
+from infra.settings import EnvironmentConfig
+
+
+class SharedStack(cdk.Stack):
+    """Everything the model stacks share; created once per stage."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EnvironmentConfig,
+        models: Sequence[ModelSpec],
+        **kwargs: object,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
+        self.settings = settings
+        removal = data_removal_policy(settings)
+        self.data_key = self._data_key(removal)
+        self.logs_bucket = self._logs_bucket(removal)
+        self.artifact_bucket = s3.Bucket(
+            self,
+            "ArtifactBucket",
+            bucket_name=settings.bucket_name("artifacts"),
+            versioned=True,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.data_key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            server_access_logs_bucket=self.logs_bucket,
+            server_access_logs_prefix="s3/artifacts/",
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=cdk.Duration.days(90)),
+                s3.LifecycleRule(id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)),
+            ],
+            removal_policy=removal,
+        )
+        retention = cdk.Duration.days(settings.batch_retention_days)
+        self.batch_bucket = s3.Bucket(
+            self,
+            "BatchBucket",
+            bucket_name=settings.bucket_name("batch"),
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.data_key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            server_access_logs_bucket=self.logs_bucket,
+            server_access_logs_prefix="s3/batch/",
+            # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
+            lifecycle_rules=[
+                s3.LifecycleRule(id="expire-inputs", prefix="inputs/", expiration=retention),
+                s3.LifecycleRule(id="expire-outputs", prefix="outputs/", expiration=retention),
+                s3.LifecycleRule(id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)),
+            ],
+            removal_policy=removal,
+        )
+        self.alarm_topic = sns.Topic(
+            self, "AlarmTopic", display_name=f"{settings.prefix} alarms", master_key=self.data_key, enforce_ssl=True
+        )
+        if settings.alarm_email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
+        self.api = self._rest_api(models)
+        self.vpc = self._vpc() if any(m.target == "gpu" for m in models) else None
+        ApiAlarms(self, "ApiAlarms", settings=settings, topic=self.alarm_topic, models=models)
+        cdk.CfnOutput(self, "ArtifactBucketName", value=self.artifact_bucket.bucket_name)
+        cdk.CfnOutput(self, "BatchBucketName", value=self.batch_bucket.bucket_name)
+
+    def api_refs(self) -> ApiRefs:
+        """The API pieces model stacks attach their routes to."""
+        return ApiRefs(
+            rest_api_id=self.api.rest_api_id,
+            root_resource_id=self.api.rest_api_root_resource_id,
+            models_resource_id=self.models_resource.resource_id,
+            v2_models_resource_id=self.v2_models_resource.resource_id,
+            v1_resource_id=self.v1_resource.resource_id,
+            body_validator_id=self.body_validator.request_validator_id,
+            params_validator_id=self.params_validator.request_validator_id,
+        )
+
+    def _data_key(self, removal: cdk.RemovalPolicy) -> kms.Key:
+        key = kms.Key(
+            self,
+            "DataKey",
+            alias=f"alias/{self.settings.prefix}-data",
+            description="maas data at rest: artifact and batch buckets, alarm topic",
+            enable_key_rotation=True,
+            removal_policy=removal,
+            pending_window=cdk.Duration.days(30 if self.settings.retain_data else 7),
+        )
+        # CloudWatch alarms and Auto Scaling notifications publish to the encrypted alarm topic.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAlarmPublishers",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": self.account}},
+            )
+        )
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowAutoScalingNotifications",
+                principals=[
+                    iam.ArnPrincipal(
+                        f"arn:{self.partition}:iam::{self.account}:role/aws-service-role/"
+                        "autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
+                    )
+                ],
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=["*"],
+            )
+        )
+        return key
+
+    def _logs_bucket(self, removal: cdk.RemovalPolicy) -> s3.Bucket:
+        bucket = s3.Bucket(
+            self,
+            "AccessLogsBucket",
+            bucket_name=self.settings.bucket_name("logs"),
+            # S3 server access logging and NLB access logs can only write to SSE-S3 buckets.
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            lifecycle_rules=[s3.LifecycleRule(id="expire-logs", expiration=cdk.Duration.days(365))],
+            removal_policy=removal,
+        )
+        # NLB access logs of the GPU models (the model stacks import this bucket by name and cannot
+        # change its policy themselves).
+        nlb_logs = bucket.arn_for_objects(f"nlb/*/AWSLogs/{self.account}/*")
+        source = {
+            "StringEquals": {"aws:SourceAccount": self.account},
+            "ArnLike": {"aws:SourceArn": f"arn:{self.partition}:logs:{self.region}:{self.account}:*"},
+        }
+        delivery = iam.ServicePrincipal("delivery.logs.amazonaws.com")
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="NlbLogDeliveryWrite",
+                principals=[delivery],
+                actions=["s3:PutObject"],
+                resources=[nlb_logs],
+                conditions={
+                    **source,
+                    "StringEquals": {**source["StringEquals"], "s3:x-amz-acl": "bucket-owner-full-control"},
+                },
+            )
+        )
+        bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="NlbLogDeliveryAclCheck",
+                principals=[delivery],
+                actions=["s3:GetBucketAcl"],
+                resources=[bucket.bucket_arn],
+                conditions=source,
+            )
+        )
+        nag.acknowledge(
+            bucket, "AwsSolutions-S1", "This is the access-log destination; logging it into itself would loop"
+        )
+        return bucket
+
+    def _rest_api(self, models: Sequence[ModelSpec]) -> apigw.RestApi:
+        api = apigw.RestApi(
+            self,
+            "Api",
+            rest_api_name=self.settings.api_name,
+            description="maas: one route family per catalog model (task API, OIP v2, OpenAI)",
+            deploy=False,  # deployed by the api stack, after the model stacks added their methods
+            cloud_watch_role=True,
+            cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
+            endpoint_types=[apigw.EndpointType.REGIONAL],
+            api_key_source_type=apigw.ApiKeySourceType.HEADER,
+            binary_media_types=["image/*", "application/octet-stream"],
+        )
+        self.body_validator = api.add_request_validator(
+            "BodyValidator", validate_request_body=True, validate_request_parameters=True
+        )
+        self.params_validator = api.add_request_validator(
+            "ParamsValidator", validate_request_body=False, validate_request_parameters=True
+        )
+        self.models_resource = api.root.add_resource("models")
+        self.v2_models_resource = api.root.add_resource("v2").add_resource("models")
+        self.v1_resource = api.root.add_resource("v1")
+        # GET /v1/models answers OpenAI clients' model listing straight from API Gateway.
+        listing = {
+            "object": "list",
+            "data": [{"id": m.name, "object": "model", "owned_by": "maas", "task": m.task} for m in models],
+        }
+        self.v1_resource.add_resource("models").add_method(
+            "GET",
+            apigw.MockIntegration(
+                request_templates={"application/json": '{"statusCode": 200}'},
+                integration_responses=[
+                    apigw.IntegrationResponse(
+                        status_code="200", response_templates={"application/json": json.dumps(listing)}
+                    )
+                ],
+            ),
+            method_responses=[apigw.MethodResponse(status_code="200")],
+            authorization_type=apigw.AuthorizationType.IAM,
+            api_key_required=True,
+            request_validator=self.params_validator,
+        )
+        nag.acknowledge(api, "AwsSolutions-COG4", COG4_REASON)
+        role = api.node.try_find_child("CloudWatchRole")
+        if role is not None:
+            nag.acknowledge(
+                role,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs]",
+                "API Gateway's account-wide logging role; this AWS-managed policy is the one AWS documents for it",
+            )
+        return api
+
+    def _vpc(self) -> ec2.Vpc:
+        flow_logs = logs.LogGroup(self, "VpcFlowLogs", retention=log_retention(self.settings))
+        vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(self.settings.vpc_cidr),
+            availability_zones=list(self.settings.availability_zones),
+            nat_gateways=self.settings.nat_gateways,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
+                ec2.SubnetConfiguration(name="private", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22),
+            ],
+            flow_logs={"all": ec2.FlowLogOptions(destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_logs))},
+            gateway_endpoints={
+                "s3": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.S3),
+                "dynamodb": ec2.GatewayVpcEndpointOptions(service=ec2.GatewayVpcEndpointAwsService.DYNAMODB),
+            },
+            restrict_default_security_group=True,
+        )
+        return vpc
