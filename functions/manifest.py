@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -88,6 +88,8 @@ class Manifest(_Strict):
     normalize: bool = False
     embedding_dim: int | None = None
     limits: Limits = Field(default_factory=lambda: Limits())
+    # Task-specific settings the runtime needs (e.g. generation config, image preprocessing, extra graph files).
+    config: dict[str, Any] = Field(default_factory=dict)
     quantization: Quantization
     gates: list[GateResult] = Field(default_factory=list)
     files: dict[str, FileEntry]

@@ -97,7 +97,7 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
     from model_build.sources import load_source
 
     entry = get_entry(name)
-    artifact, fp32_path = artifacts_root() / name, work_root() / name / "fp32.onnx"
+    artifact, fp32_path = artifacts_root() / name, work_root() / name / "fp32" / "model.onnx"
     if not (artifact / "manifest.json").is_file() or not fp32_path.is_file():
         console.log(f"building {name} first")
         build_model(entry)

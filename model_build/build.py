@@ -1,4 +1,7 @@
-"""`maas build`: export → optimize → quantize → validate → package, failing on any unmet gate."""
+"""`maas build`: export → optimize → quantize → validate → package, failing on any unmet gate.
+
+Task-specific work lives in recipes (`model_build/recipes/`); this module only orchestrates.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +10,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from functions.inference.registry import pipeline_for
-from functions.manifest import GateResult, Manifest
+from functions.manifest import Manifest, Quantization
 from model_build import validate
 from model_build.catalog import REPO_ROOT, CatalogEntry
-from model_build.export import export_text_encoder
-from model_build.optimize import optimize_graph
 from model_build.package import write_artifact
-from model_build.quantize import get_preset, quantize
+from model_build.quantize import get_preset
+from model_build.recipes import Recipe, recipe_for
 from model_build.sources import SourceModel, load_source
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
 def artifacts_root() -> Path:
@@ -33,7 +36,7 @@ def work_root() -> Path:
 class BuildResult:
     manifest: Manifest
     artifact_dir: Path
-    fp32_model: Path
+    fp32_dir: Path
     seconds: float
 
 
@@ -52,70 +55,43 @@ def build_model(
     work.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    def step(name: str, fn: Callable[[], object]) -> object:
-        progress(name)
+    def step(label: str, key: str, fn: Callable[[], T]) -> T:
+        progress(label)
         t0 = time.perf_counter()
         result = fn()
-        timings[f"seconds_{name.split()[0].lower()}"] = round(time.perf_counter() - t0, 3)
+        timings[f"seconds_{key}"] = round(time.perf_counter() - t0, 3)
         return result
 
     preset = get_preset(entry.quantization)
-    source = source or step("Load torch model", lambda: load_source(entry.source, task=entry.task))  # type: ignore[assignment]
-    assert isinstance(source, SourceModel)
-    exported, fp32, served = work / "export.onnx", work / "fp32.onnx", work / "model.onnx"
-    step("Export to ONNX (dynamo)", lambda: export_text_encoder(source, exported))
-    fused = step("Optimize graph", lambda: optimize_graph(source, exported, fp32))
-    quant = step(f"Quantize ({preset.name})", lambda: quantize(fp32, served, preset))
+    if source is None:
+        source = step("Load torch model", "load", lambda: load_source(entry.source, task=entry.task))
+    recipe: Recipe = recipe_for(entry.task)(entry, source, work)
+    export_metrics = step("Export to ONNX and optimize", "export", recipe.export)
+    quant = step(f"Quantize ({preset.name})", "quantize", lambda: recipe.quantize(preset))
 
-    def evaluate() -> list[GateResult]:
-        texts = validate.heldout_texts(entry.task)
-        fp32_pipe = pipeline_for(
-            *_stage(work / "stage-fp32", fp32, entry, source, get_preset("fp32").record()), warmup=False
-        )
-        served_pipe = pipeline_for(*_stage(work / "stage-served", served, entry, source, quant), warmup=False)  # type: ignore[arg-type]
-        reference = validate.torch_outputs(source, fp32_pipe, texts)
-        results = [
-            validate.enough_heldout(len(texts), entry.gates),
-            validate.parity_gate(reference, validate.runtime_outputs(fp32_pipe, texts), entry.gates),
-            *validate.quality_gates(entry.task, reference, validate.runtime_outputs(served_pipe, texts), entry.gates),
-            *validate.size_gates(fp32.stat().st_size, served.stat().st_size, entry.gates),
-        ]
-        return results
+    def stage(name: str, model_dir: Path, quantization: Quantization) -> Path:
+        write_artifact(work / name, entry=entry, files=recipe.artifact_files(model_dir),
+                       quantization=quantization, fields=recipe.manifest_fields())
+        return work / name
 
-    gates: list[GateResult] = step("Validate against torch", evaluate)  # type: ignore[assignment]
+    def judge() -> list:  # type: ignore[type-arg]
+        fp32_stage = stage("stage-fp32", recipe.fp32_dir, get_preset("fp32").record())
+        served_stage = stage("stage-served", recipe.served_dir, quant)
+        return recipe.gates(fp32_stage, served_stage)
+
+    gates = step("Validate against torch", "validate", judge)
     metrics = {
-        "fp32_bytes": float(fp32.stat().st_size),
-        "model_bytes": float(served.stat().st_size),
-        **{f"fused_{k}": float(v) for k, v in dict(fused).items()},  # type: ignore[call-overload]
+        "fp32_bytes": float(recipe.model_bytes(recipe.fp32_dir)),
+        "model_bytes": float(recipe.model_bytes(recipe.served_dir)),
+        **export_metrics,
         **timings,
     }
+    package = {"entry": entry, "files": recipe.artifact_files(recipe.served_dir), "quantization": quant,
+               "fields": recipe.manifest_fields(), "gates": gates, "metrics": metrics}
     failed = [g for g in gates if not g.passed]
     if failed:
-        write_artifact(
-            work / "rejected",
-            model_path=served,
-            entry=entry,
-            source=source,
-            quantization=quant,
-            gates=gates,
-            metrics=metrics,
-        )  # type: ignore[arg-type]
+        write_artifact(work / "rejected", **package)  # type: ignore[arg-type]
         raise validate.GateError(entry.name, failed)
     progress("Package artifact")
-    manifest = write_artifact(
-        artifact_dir,
-        model_path=served,
-        entry=entry,
-        source=source,
-        quantization=quant,
-        gates=gates,
-        metrics=metrics,  # type: ignore[arg-type]
-    )
-    return BuildResult(manifest, artifact_dir, fp32, time.perf_counter() - started)
-
-
-def _stage(
-    directory: Path, model: Path, entry: CatalogEntry, source: SourceModel, quant: object
-) -> tuple[Path, Manifest]:
-    manifest = write_artifact(directory, model_path=model, entry=entry, source=source, quantization=quant)  # type: ignore[arg-type]
-    return directory, manifest
+    manifest = write_artifact(artifact_dir, **package)  # type: ignore[arg-type]
+    return BuildResult(manifest, artifact_dir, recipe.fp32_dir, time.perf_counter() - started)

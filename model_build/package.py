@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -18,7 +19,6 @@ from functions.manifest import (
     sha256_file,
 )
 from model_build.catalog import CatalogEntry
-from model_build.sources import SourceModel
 
 _TOOLS = ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "tokenizers", "maas")
 _ONNX_DTYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 3: "int8", 2: "uint8", 9: "bool", 8: "string"}
@@ -48,41 +48,45 @@ def graph_io(model_path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
 def write_artifact(
     directory: Path,
     *,
-    model_path: Path,
     entry: CatalogEntry,
-    source: SourceModel,
+    files: dict[str, Path],
     quantization: Quantization,
+    fields: dict[str, Any] | None = None,
     gates: list[GateResult] | None = None,
     metrics: dict[str, float] | None = None,
 ) -> Manifest:
-    """Copy the files into ``directory`` (replacing it) and write a manifest describing them."""
+    """Copy ``files`` (artifact name → source path) into ``directory`` (replacing it) and write a manifest.
+
+    ``fields`` carries task-specific manifest fields (labels, pooling, config, ...). The first ``.onnx``
+    file named ``model.onnx`` describes the graph I/O.
+    """
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
-    shutil.copyfile(model_path, directory / "model.onnx")
-    shutil.copyfile(source.tokenizer_file, directory / "tokenizer.json")
-    files = {
+    for name, path in files.items():
+        shutil.copyfile(path, directory / name)
+    entries = {
         name: FileEntry(sha256=sha256_file(directory / name), size_bytes=(directory / name).stat().st_size)
-        for name in ("model.onnx", "tokenizer.json")
+        for name in files
     }
     inputs, outputs = graph_io(directory / "model.onnx")
+    fields = dict(fields or {})
+    if "tokenizer.json" not in files:
+        fields.setdefault("tokenizer_file", None)
     manifest = Manifest(
         name=entry.name,
         task=entry.task,
         description=entry.description,
-        version=content_version(files),
+        version=content_version(entries),
         inputs=inputs,
         outputs=outputs,
-        labels=source.labels,
-        pooling=source.pooling,  # type: ignore[arg-type]
-        normalize=source.normalize,
-        embedding_dim=source.embedding_dim,
         limits=entry.limits,
         quantization=quantization,
         gates=gates or [],
-        files=files,
+        files=entries,
         metrics=metrics or {},
         tool_versions=tool_versions(),
+        **fields,
     )
     manifest.write(directory)
     return manifest
