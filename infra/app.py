@@ -88,7 +88,7 @@ def build_app(
         description=f"maas {settings.stage}: API stage, WAF, usage plans and keys",
     )
     for stack in model_stacks:
-        api.add_dependency(stack, "the stage deploys the methods the model stacks add")
+        api.add_stack_dependency(stack, "the stage deploys the methods the model stacks add")
     cdk.Tags.of(app).add("project", "maas")
     cdk.Tags.of(app).add("stage", settings.stage)
     if str(app.node.try_get_context("nag")).lower() != "false":

@@ -230,6 +230,7 @@ def load_models(
         artifact = load_artifact(name, task, artifacts_dir, allow_missing=allow_missing_artifacts)
         input_prefix = deploy.input_prefix or f"inputs/{name}/"
         output_prefix = deploy.output_prefix or f"outputs/{name}/"
+        guards.check_reply_queues(name, deploy.reply_queue_arns)
         visibility = guards.check_timeouts(name, deploy, api_timeout_quota_s=api_timeout_quota_s)
         package: Literal["zip", "image", "container"] = "container"
         if isinstance(deploy, LambdaDeploy):

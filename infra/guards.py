@@ -7,6 +7,7 @@ They run while the app is built, so ``cdk synth`` (and the tests) fail before an
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -21,6 +22,9 @@ from infra.errors import (
 
 if TYPE_CHECKING:
     from infra.config import CommonDeploy, GpuDeploy, LambdaDeploy
+
+
+QUEUE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):([A-Za-z0-9_-]{1,80}(?:\.fifo)?)$")
 
 
 def _mib(n_bytes: int) -> int:
@@ -151,6 +155,11 @@ def check_gpu(name: str, deploy: GpuDeploy, *, artifact_bytes: int) -> None:
             f"model {name!r}: instance_type {deploy.instance_type!r} is not a supported GPU instance; "
             f"use one of {', '.join(sorted(limits.GPU_INSTANCES))}"
         )
+    if deploy.min_tasks < 1:
+        raise GpuSettingsError(
+            f"model {name!r}: min_tasks must be at least 1: the HTTP service scales out on CPU load, which "
+            f"a service with no running task never produces (batch-only scale-to-zero is worker_min_tasks = 0)"
+        )
     if deploy.max_tasks < 1:
         raise GpuSettingsError(f"model {name!r}: max_tasks must be at least 1")
     if deploy.min_tasks > deploy.max_tasks:
@@ -175,6 +184,13 @@ def check_gpu(name: str, deploy: GpuDeploy, *, artifact_bytes: int) -> None:
         raise GpuSettingsError(f"model {name!r}: worker_min_tasks > worker_max_tasks")
     if deploy.worker_backlog_per_task < 1:
         raise GpuSettingsError(f"model {name!r}: worker_backlog_per_task must be at least 1")
+
+
+def check_reply_queues(name: str, arns: Sequence[str]) -> None:
+    """Reply queues must be SQS queue ARNs: IAM needs the ARN, the runtime's allow-list the URL."""
+    for arn in arns:
+        if not QUEUE_ARN_RE.fullmatch(arn):
+            raise CatalogError(f"model {name!r}: reply_queue_arns entry {arn!r} is not an SQS queue ARN")
 
 
 def check_prefixes(models: Sequence[tuple[str, str, str]]) -> None:

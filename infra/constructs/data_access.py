@@ -6,7 +6,6 @@ wildcard actions such as ``s3:GetObject*`` and ``kms:GenerateDataKey*``, which t
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,18 +17,18 @@ from constructs import IConstruct
 
 from infra import nag
 from infra.config import ModelSpec
+from infra.guards import QUEUE_ARN_RE
 from infra.settings import EnvironmentConfig
 
 CACHE_DIR = "/tmp/maas-artifacts"
-_QUEUE_ARN = re.compile(r"^arn:aws[a-z-]*:sqs:([a-z0-9-]+):(\d{12}):([A-Za-z0-9_-]{1,80}(\.fifo)?)$")
 
 
 def queue_url(arn: str) -> str:
     """The SQS queue URL for a queue ARN (``MAAS_REPLY_ALLOWLIST`` holds URLs, IAM holds ARNs)."""
-    match = _QUEUE_ARN.fullmatch(arn)
+    match = QUEUE_ARN_RE.fullmatch(arn)
     if match is None:
         raise ValueError(f"{arn!r} is not an SQS queue ARN")
-    region, account, name, _ = match.groups()
+    region, account, name = match.groups()
     return f"https://sqs.{region}.amazonaws.com/{account}/{name}"
 
 

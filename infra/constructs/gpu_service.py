@@ -37,7 +37,10 @@ from infra.settings import EnvironmentConfig
 PORT = 8080
 HEALTH_PATH = "/v2/health/ready"
 APP_ROOT = "/app"  # WORKDIR of docker/gpu.Dockerfile
-SERVER_COMMAND = ["uvicorn", "functions.handlers.http:app", "--host", "0.0.0.0", "--port", str(PORT)]
+# Keep-alive above API Gateway's connection reuse through the VPC link, so idle reuse never hits a close.
+SERVER_COMMAND = [
+    "uvicorn", "functions.handlers.http:app", "--host", "0.0.0.0", "--port", str(PORT), "--timeout-keep-alive", "75",
+]  # fmt: skip
 WORKER_COMMAND = ["python", "-m", "functions.handlers.worker"]
 _HEALTH_PROBE = (
     f"python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}{HEALTH_PATH}', timeout=3)\""

@@ -109,7 +109,6 @@ class ApiStack(cdk.Stack):
             self.usage_plans[tier_name].add_api_key(key)
         if settings.waf:
             self._web_acl(settings)
-        cdk.CfnOutput(self, "ApiUrl", value=self.stage.url_for_path("/"))
 
     def _web_acl(self, settings: EnvironmentConfig) -> None:
         def managed(name: str, priority: int, count_only: tuple[str, ...] = ()) -> wafv2.CfnWebACL.RuleProperty:

@@ -45,7 +45,7 @@ class ModelStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         self.spec = spec
-        self.add_dependency(shared, "buckets are imported by their fixed names")
+        self.add_stack_dependency(shared, "buckets are imported by their fixed names")
         self.access = DataAccess(
             artifact_bucket_name=settings.bucket_name("artifacts"),
             batch_bucket_name=settings.bucket_name("batch"),

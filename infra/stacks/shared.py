@@ -98,6 +98,12 @@ class SharedStack(cdk.Stack):
         ApiAlarms(self, "ApiAlarms", settings=settings, topic=self.alarm_topic, models=models)
         cdk.CfnOutput(self, "ArtifactBucketName", value=self.artifact_bucket.bucket_name)
         cdk.CfnOutput(self, "BatchBucketName", value=self.batch_bucket.bucket_name)
+        cdk.CfnOutput(
+            self,
+            "ApiUrl",
+            description="Base URL of the API stage (deployed by the api stack)",
+            value=f"https://{self.api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{settings.stage}/",
+        )
 
     def api_refs(self) -> ApiRefs:
         """The API pieces model stacks attach their routes to."""
