@@ -21,10 +21,10 @@ os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
 
-import aws_cdk as cdk  # noqa: E402 - after the jsii environment switches
-from aws_cdk.assertions import Template  # noqa: E402
+import aws_cdk as cdk
+from aws_cdk.assertions import Template
 
-from infra.app import build_app  # noqa: E402
+from infra.app import build_app
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT, REGION, STAGE = "123456789012", "eu-west-1", "dev"
