@@ -1,0 +1,198 @@
+"""Streaming readers: an S3 body (an iterator of byte chunks) → records, one per input line.
+
+Nothing here holds more than one line in memory, and a line longer than ``max_line_bytes`` is
+skipped as it streams by and reported as an error record — a 2 GB line cannot exhaust the function.
+A line that cannot be read becomes a record carrying its error, so the output never has a gap.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from functions.batch.engine import WorkItem
+from functions.batch.exceptions import MalformedRecordError
+from functions.errors import MaasError, PayloadTooLargeError
+
+RecordId = str | int | None
+
+
+class InputFormat(StrEnum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    IMAGE = "image"
+
+
+_SUFFIXES = {
+    ".jsonl": InputFormat.JSONL,
+    ".ndjson": InputFormat.JSONL,
+    ".csv": InputFormat.CSV,
+    ".jpg": InputFormat.IMAGE,
+    ".jpeg": InputFormat.IMAGE,
+    ".png": InputFormat.IMAGE,
+    ".webp": InputFormat.IMAGE,
+}
+
+
+def detect_format(name: str) -> InputFormat | None:
+    """The input format from the object name's suffix; None when it is not one we read."""
+    dot = name.rfind(".")
+    return _SUFFIXES.get(name[dot:].lower()) if dot >= 0 else None
+
+
+def supported_suffixes() -> list[str]:
+    return sorted(_SUFFIXES)
+
+
+def output_name(name: str, fmt: InputFormat) -> str:
+    """JSONL keeps its name; anything else gets ``.jsonl`` appended (``a.csv`` → ``a.csv.jsonl``)."""
+    return name if fmt is InputFormat.JSONL else f"{name}.jsonl"
+
+
+@dataclass(frozen=True)
+class OversizedLine:
+    size: int
+
+
+@dataclass
+class InputRecord:
+    """One input line: a work item to run, or the error that stops it (never both)."""
+
+    line: int
+    id: RecordId
+    item: WorkItem | None = None
+    error: MaasError | None = None
+    image_key: str | None = None  # a manifest line naming an image object, fetched before inference
+
+
+def iter_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes | OversizedLine]:
+    """Split a byte stream on ``\\n`` (``\\r\\n`` too) with memory bounded by ``max_line_bytes``."""
+    pending = b""
+    skipped = 0  # > 0 while inside an oversized line: its bytes are counted, not kept
+    for chunk in chunks:
+        *complete, tail = chunk.split(b"\n")
+        for part in complete:
+            if skipped:
+                yield OversizedLine(skipped + len(part))
+                skipped = 0
+                continue
+            line = pending + part
+            pending = b""
+            yield line.removesuffix(b"\r") if len(line) <= max_line_bytes else OversizedLine(len(line))
+        if skipped:
+            skipped += len(tail)
+        else:
+            pending += tail
+            if len(pending) > max_line_bytes:
+                skipped, pending = len(pending), b""
+    if skipped:
+        yield OversizedLine(skipped)
+    elif pending.strip():
+        yield pending.removesuffix(b"\r")
+
+
+def _decode(raw: bytes | OversizedLine, number: int, limit: int) -> str | MaasError:
+    if isinstance(raw, OversizedLine):
+        return PayloadTooLargeError(f"line {number} is {raw.size} bytes; lines may be at most {limit} bytes")
+    try:
+        return raw.decode("utf-8-sig" if number == 1 else "utf-8")  # a BOM may open the file
+    except UnicodeDecodeError as exc:
+        return MalformedRecordError(f"line {number} is not UTF-8 text (byte {exc.start})")
+
+
+def read_jsonl(lines: Iterable[bytes | OversizedLine], *, max_line_bytes: int) -> Iterator[InputRecord]:
+    """JSON Lines: ``{"id": ..., "inputs": ..., "parameters"?: {...}}`` or ``{"id", "image": key}``.
+
+    Blank lines are not records and are skipped; every other line yields exactly one record.
+    """
+    for number, raw in enumerate(lines, start=1):
+        if not isinstance(raw, OversizedLine) and not raw.strip():
+            continue
+        text = _decode(raw, number, max_line_bytes)
+        if isinstance(text, MaasError):
+            yield InputRecord(number, None, error=text)
+            continue
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield InputRecord(number, None, error=MalformedRecordError(
+                f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}"))
+            continue
+        yield _record_from_object(body, number)
+
+
+def _record_from_object(body: Any, number: int) -> InputRecord:
+    if not isinstance(body, dict):
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number} must be a JSON object with 'id' and 'inputs', got {type(body).__name__}"))
+    record_id = body.get("id")
+    if record_id is None or isinstance(record_id, bool) or not isinstance(record_id, str | int):
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number} needs an 'id' (a string or integer) so its result can be matched"))
+    parameters = body.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        return InputRecord(number, record_id, error=MalformedRecordError(
+            f"line {number}: 'parameters' must be an object"))
+    if isinstance(body.get("image"), str) and "inputs" not in body:
+        return InputRecord(number, record_id, item=WorkItem([], parameters), image_key=body["image"])
+    if "inputs" not in body:
+        return InputRecord(number, record_id, error=MalformedRecordError(
+            f"line {number} has no 'inputs' (or 'image' key for image models)"))
+    return InputRecord(number, record_id, item=WorkItem([body["inputs"]], parameters))
+
+
+def read_csv(
+    lines: Iterable[bytes | OversizedLine], *, text_column: str, id_column: str, max_line_bytes: int
+) -> Iterator[InputRecord]:
+    """CSV with a header row: ``text_column`` is the input, ``id_column`` (optional) the id.
+
+    One record per physical line: a quoted field may not span lines (such a line is an error record).
+    Without an id column the id is the data row's number (1 = first row after the header).
+    """
+    header: list[str] | None = None
+    row_number = 0
+    for number, raw in enumerate(lines, start=1):
+        if not isinstance(raw, OversizedLine) and not raw.strip():
+            continue
+        text = _decode(raw, number, max_line_bytes)
+        if header is None:
+            if isinstance(text, MaasError):
+                raise MalformedRecordError(f"the CSV header (line {number}) is unreadable: {text.message}")
+            header = _parse_csv_line(text) or []
+            continue
+        row_number += 1
+        default_id: RecordId = row_number
+        if isinstance(text, MaasError):
+            yield InputRecord(number, default_id, error=text)
+            continue
+        row = _parse_csv_line(text)
+        yield _record_from_row(row, header, number, default_id, text_column, id_column)
+
+
+def _parse_csv_line(text: str) -> list[str] | None:
+    try:
+        return next(csv.reader([text], strict=True), [])
+    except csv.Error:
+        return None
+
+
+def _record_from_row(
+    row: list[str] | None, header: list[str], number: int, default_id: RecordId, text_column: str, id_column: str
+) -> InputRecord:
+    if row is None:
+        return InputRecord(number, default_id, error=MalformedRecordError(
+            f"line {number} is not a valid CSV row (unbalanced quotes? fields may not span lines)"))
+    if text_column not in header:
+        return InputRecord(number, default_id, error=MalformedRecordError(
+            f"the CSV header has no {text_column!r} column (columns: {', '.join(header) or 'none'}); "
+            "set MAAS_CSV_TEXT_COLUMN or rename the column"))
+    if len(row) != len(header):
+        return InputRecord(number, default_id, error=MalformedRecordError(
+            f"line {number} has {len(row)} fields; the header has {len(header)}"))
+    values = dict(zip(header, row, strict=True))
+    record_id: RecordId = values.get(id_column) or default_id
+    return InputRecord(number, record_id, item=WorkItem([values[text_column]]))

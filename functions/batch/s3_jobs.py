@@ -1,0 +1,356 @@
+"""S3 batch jobs: ``<input prefix><model>/<name>`` → ``<output prefix><model>/<name>`` + a summary.
+
+Guarantees, in the order a job meets them:
+
+- Only ``ObjectCreated`` events for keys under the input prefix start a job; anything else is logged
+  and skipped. Every key written is checked to lie outside the input prefix (no event loops).
+- A job is idempotent on (bucket, key, version or ETag) through Powertools' ``idempotent_function``
+  and, beyond the store's TTL, through the summary, which records the input's identity.
+- The job reads exactly the object version the event announced (``VersionId`` or ``If-Match``);
+  when the object has since been replaced, the stale event writes nothing (the newer event will).
+- One output line per input line, in order, each with its id; a line that fails gets an error line.
+- A fault that is not the input's (S3 down, a bug) aborts the upload and raises: Lambda retries the
+  event and, after its retries, sends it to the on-failure destination — never a partial output.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from aws_lambda_powertools.utilities.data_classes import S3Event
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from botocore.exceptions import BotoCoreError, ClientError
+
+from functions.batch.engine import RunStats, WorkItem, run_items
+from functions.batch.exceptions import BatchConfigError, MalformedRecordError, StorageError
+from functions.batch.idempotency import persistence_layer
+from functions.batch.readers import (
+    InputFormat,
+    InputRecord,
+    detect_format,
+    iter_lines,
+    output_name,
+    read_csv,
+    read_jsonl,
+    supported_suffixes,
+)
+from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
+from functions.batch.telemetry import MetricUnit, logger, metrics
+from functions.batch.types import ErrorBody, ErrorLine, JobSummary, ObjectInfo, ResultLine
+from functions.errors import MaasError, ModelNotFoundError, PayloadTooLargeError
+from functions.inference.pipelines.base import Pipeline
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from functions.batch.settings import BatchSettings
+    from functions.inference.registry import ModelRegistry
+
+_READ_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class S3Job:
+    """One object to process, with the identity the event announced."""
+
+    bucket: str
+    key: str
+    model: str
+    name: str
+    etag: str
+    version_id: str | None
+    sequencer: str
+    size: int
+
+    def identity(self) -> dict[str, str]:
+        return {"bucket": self.bucket, "key": self.key, "version": self.version_id or self.etag}
+
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(bucket=self.bucket, key=self.key, etag=self.etag, version_id=self.version_id,
+                          sequencer=self.sequencer, size=self.size)
+
+
+@dataclass
+class _Tally:
+    counts: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    stats: RunStats = field(default_factory=RunStats)
+
+
+class S3JobRunner:
+    def __init__(self, settings: BatchSettings, registry: ModelRegistry, s3: S3Client, dynamodb: Any = None) -> None:
+        self.settings, self.registry, self.s3, self.dynamodb = settings, registry, s3, dynamodb
+
+    def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        """Run a job for each record of an S3 notification; raise after all ran if any failed."""
+        jobs: list[dict[str, Any]] = []
+        failure: BaseException | None = None
+        for record in S3Event(event).records:
+            job = self.job_for(record)
+            if job is None:
+                continue
+            try:
+                summary = self.run(job, context)
+            except (ClientError, BotoCoreError) as exc:
+                logger.exception("batch job failed; the event will be retried", extra={"key": job.key})
+                error = StorageError(
+                    f"s3://{job.bucket}/{job.key}: {exc}. Check that the bucket exists and that this function may "
+                    "read and write it (locally: point AWS_ENDPOINT_URL_S3 at a moto server, see docs/batch.md)")
+                error.__cause__ = exc
+                failure = failure or error
+                continue
+            except Exception as exc:
+                logger.exception("batch job failed; the event will be retried", extra={"key": job.key})
+                failure = failure or exc
+                continue
+            jobs.append({"key": job.key, "status": summary["status"], "counts": summary["counts"],
+                         "output": summary["output"]})
+        if failure is not None:
+            raise failure
+        return {"jobs": jobs}
+
+    def job_for(self, record: S3EventRecord) -> S3Job | None:
+        """The job an event record asks for, or None (logged) when it is not ours to run."""
+        settings = self.settings
+        bucket = record.s3.bucket.name
+        key = unquote_plus(record.s3.get_object.key)
+        skip = None
+        if record.get("eventSource") != "aws:s3" or not record.event_name.startswith("ObjectCreated:"):
+            skip = f"event {record.get('eventName')!r} is not an object creation"
+        elif settings.batch_bucket and bucket != settings.batch_bucket:
+            skip = f"bucket {bucket!r} is not the batch bucket {settings.batch_bucket!r}"
+        elif not key.startswith(settings.input_prefix):
+            skip = f"key is outside the input prefix {settings.input_prefix!r}"
+        model, _, name = key[len(settings.input_prefix):].partition("/")
+        if skip is None and (not model or not name or name.endswith("/")):
+            skip = f"key must look like {settings.input_prefix}<model>/<name>"
+        if skip is not None:
+            logger.info("ignoring S3 event", extra={"bucket": bucket, "key": key, "reason": skip})
+            return None
+        obj = record.s3.get_object
+        return S3Job(bucket=bucket, key=key, model=model, name=name, etag=obj.etag.strip('"'),
+                     version_id=obj.version_id, sequencer=obj.get("sequencer") or "", size=int(obj.get("size") or 0))
+
+    def run(self, job: S3Job, context: Any = None) -> JobSummary:
+        store = persistence_layer(self.settings, bucket=job.bucket, s3=self.s3, dynamodb=self.dynamodb)
+        if store is None:
+            return self._run(job=job.identity(), spec=job)
+        config = IdempotencyConfig(expires_after_seconds=self.settings.idempotency_ttl_seconds)
+        if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+            config.register_lambda_context(context)
+        run = idempotent_function(data_keyword_argument="job", persistence_store=store, config=config,
+                                  key_prefix="maas-s3-job")(self._run)
+        summary: JobSummary = run(job=job.identity(), spec=job)
+        return summary
+
+    def _keys(self, job: S3Job, fmt: InputFormat | None) -> tuple[str | None, str]:
+        base = f"{self.settings.output_prefix}{job.model}/"
+        output = base + output_name(job.name, fmt) if fmt is not None else None
+        return output, f"{base}{job.name}.summary.json"
+
+    def _run(self, *, job: dict[str, str], spec: S3Job) -> JobSummary:
+        started, started_at = time.perf_counter(), datetime.now(UTC).isoformat()
+        fmt = detect_format(spec.name)
+        output_key, summary_key = self._keys(spec, fmt)
+        previous = self._read_summary(spec.bucket, summary_key)
+        if previous is not None and previous["input"]["etag"] == spec.etag and \
+                previous["input"]["version_id"] == spec.version_id and previous["status"] != "superseded":
+            logger.info("object already processed; nothing to do", extra={"key": spec.key})
+            return previous
+        summary = self._summary(spec, None, started, started_at, None, _Tally())
+        try:
+            pipeline = self.registry.get(spec.model)
+        except ModelNotFoundError as exc:
+            return self._finish(spec, summary_key, summary, exc)
+        summary["model_version"] = pipeline.manifest.version
+        if fmt is None or output_key is None:
+            return self._finish(spec, summary_key, summary, MalformedRecordError(
+                f"{spec.name}: unsupported input type; name it with one of {', '.join(supported_suffixes())}"))
+        if spec.size > self.settings.max_object_bytes:
+            return self._finish(spec, summary_key, summary, PayloadTooLargeError(
+                f"{spec.key} is {spec.size} bytes; at most {self.settings.max_object_bytes} per object. Split it"))
+        body = self._open(spec)
+        if body is None:
+            summary["status"] = "superseded"
+            return summary
+        upload = StreamingUpload(self.s3, spec.bucket, self._guard(output_key),
+                                 part_bytes=self.settings.output_part_bytes)
+        tally = _Tally()
+        try:
+            self._stream(pipeline, spec, fmt, body, upload, tally)
+            if not self._still_current(spec):
+                upload.abort()
+                summary["status"] = "superseded"
+                logger.info("object replaced while processing; output not written", extra={"key": spec.key})
+                return summary
+            upload.commit()
+        except MaasError as exc:  # the object as a whole is unreadable (e.g. its CSV header)
+            upload.abort()
+            return self._finish(spec, summary_key, summary, exc)
+        except BaseException:
+            upload.abort()
+            raise
+        summary = self._summary(spec, pipeline, started, started_at, output_key, tally)
+        return self._finish(spec, summary_key, summary, None)
+
+    def _summary(
+        self, job: S3Job, pipeline: Pipeline | None, started: float, started_at: str, output_key: str | None,
+        tally: _Tally,
+    ) -> JobSummary:
+        return JobSummary(
+            status="completed", model=job.model, model_version=pipeline.manifest.version if pipeline else None,
+            input=job.info(), output={"bucket": job.bucket, "key": output_key} if output_key else None,
+            counts={"total": tally.counts["total"], "succeeded": tally.counts["succeeded"],
+                    "failed": tally.counts["failed"]},
+            errors_by_code=dict(tally.errors), input_tokens=tally.stats.input_tokens,
+            predict_calls=tally.stats.predict_calls, started_at=started_at,
+            duration_s=round(time.perf_counter() - started, 3), error=None,
+        )
+
+    def _finish(self, job: S3Job, summary_key: str, summary: JobSummary, error: MaasError | None) -> JobSummary:
+        if error is not None:
+            summary["status"], summary["output"] = "rejected", None
+            summary["error"] = ErrorBody(code=error.code, message=error.message)
+            logger.warning("batch input rejected", extra={"key": job.key, "error": error.message})
+            metrics.add_metric(name="BatchJobsRejected", unit=MetricUnit.Count, value=1)
+        else:
+            metrics.add_metric(name="BatchJobsCompleted", unit=MetricUnit.Count, value=1)
+            metrics.add_metric(name="BatchRecordsSucceeded", unit=MetricUnit.Count,
+                               value=summary["counts"]["succeeded"])
+            metrics.add_metric(name="BatchRecordsFailed", unit=MetricUnit.Count, value=summary["counts"]["failed"])
+            metrics.add_metric(name="BatchJobSeconds", unit=MetricUnit.Seconds, value=summary["duration_s"])
+            logger.info("batch job completed", extra={"key": job.key, "counts": summary["counts"]})
+        self.s3.put_object(Bucket=job.bucket, Key=self._guard(summary_key), ContentType="application/json",
+                           Body=json.dumps(summary, indent=1).encode())
+        return summary
+
+    def _guard(self, key: str) -> str:
+        """Refuse, whatever the configuration, to write where the function would be triggered again."""
+        if key.startswith(self.settings.input_prefix):
+            raise BatchConfigError(f"refusing to write {key}: it is under the input prefix")
+        return key
+
+    def _read_summary(self, bucket: str, key: str) -> JobSummary | None:
+        try:
+            found = self.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+        summary: JobSummary = json.loads(found["Body"].read())
+        return summary
+
+    def _open(self, job: S3Job) -> Iterator[bytes] | None:
+        """The announced version's body as chunks, or None when it no longer exists or was replaced."""
+        extra: dict[str, str] = {}
+        if job.version_id:
+            extra["VersionId"] = job.version_id
+        elif job.etag:
+            extra["IfMatch"] = job.etag
+        try:
+            found = self.s3.get_object(Bucket=job.bucket, Key=job.key, **extra)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if is_missing(exc) or is_precondition_failed(exc):
+                logger.info("object gone or replaced since the event; skipping", extra={"key": job.key})
+                return None
+            raise
+        chunks: Iterator[bytes] = found["Body"].iter_chunks(_READ_CHUNK)
+        return chunks
+
+    def _still_current(self, job: S3Job) -> bool:
+        try:
+            head = self.s3.head_object(Bucket=job.bucket, Key=job.key)
+        except ClientError as exc:
+            if is_missing(exc):
+                return False
+            raise
+        if job.version_id:
+            return head.get("VersionId") == job.version_id
+        return not job.etag or head["ETag"].strip('"') == job.etag
+
+    def _records(self, job: S3Job, fmt: InputFormat, body: Iterator[bytes]) -> Iterator[InputRecord]:
+        limit = self.settings.max_line_bytes
+        if fmt is InputFormat.IMAGE:
+            data = b"".join(body)
+            if len(data) > self.settings.max_image_bytes:
+                error = PayloadTooLargeError(f"image is {len(data)} bytes; at most {self.settings.max_image_bytes}")
+                return iter([InputRecord(1, job.name, error=error)])
+            return iter([InputRecord(1, job.name, item=WorkItem([data]))])
+        lines = iter_lines(body, limit)
+        if fmt is InputFormat.CSV:
+            return read_csv(lines, text_column=self.settings.csv_text_column,
+                            id_column=self.settings.csv_id_column, max_line_bytes=limit)
+        return read_jsonl(lines, max_line_bytes=limit)
+
+    def _stream(
+        self, pipeline: Pipeline, job: S3Job, fmt: InputFormat, body: Iterator[bytes], upload: StreamingUpload,
+        tally: _Tally,
+    ) -> None:
+        window_size = pipeline.limits.max_batch * self.settings.window_batches
+        window: list[InputRecord] = []
+        for record in self._records(job, fmt, body):
+            window.append(record)
+            if len(window) >= window_size:
+                self._flush(pipeline, job, window, upload, tally)
+                window = []
+        if window:
+            self._flush(pipeline, job, window, upload, tally)
+
+    def _flush(
+        self, pipeline: Pipeline, job: S3Job, window: list[InputRecord], upload: StreamingUpload, tally: _Tally
+    ) -> None:
+        for record in window:
+            if record.image_key is not None and record.error is None:
+                self._load_image(job, record)
+        runnable = [r for r in window if r.error is None and r.item is not None]
+        outcomes = iter(run_items(pipeline, [r.item for r in runnable if r.item is not None], tally.stats))
+        lines: list[bytes] = []
+        for record in window:
+            error = record.error
+            line: ResultLine | ErrorLine
+            if error is None:
+                outcome = next(outcomes)
+                error = outcome.error
+                if error is None:
+                    line = ResultLine(id=record.id if record.id is not None else record.line,
+                                      output=outcome.outputs[0])
+                    if outcome.truncated and outcome.truncated[0]:
+                        line["truncated"] = True
+            if error is not None:
+                line = ErrorLine(id=record.id, line=record.line,
+                                 error=ErrorBody(code=error.code, message=error.message))
+                tally.errors[error.code] += 1
+            tally.counts["total"] += 1
+            tally.counts["failed" if error is not None else "succeeded"] += 1
+            lines.append(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode())
+        upload.write(b"\n".join(lines) + b"\n")
+
+    def _load_image(self, job: S3Job, record: InputRecord) -> None:
+        """Fetch a manifest line's image; only objects under this model's input folder may be named."""
+        raw = record.image_key or ""
+        folder = f"{self.settings.input_prefix}{job.model}/"
+        key = raw if raw.startswith(self.settings.input_prefix) else job.key.rsplit("/", 1)[0] + "/" + raw
+        if not key.startswith(folder) or ".." in key.split("/"):
+            record.error = MalformedRecordError(f"line {record.line}: image {raw!r} must be under {folder}")
+            return
+        try:
+            found = self.s3.get_object(Bucket=job.bucket, Key=key)
+        except ClientError as exc:
+            if not is_missing(exc):
+                raise
+            record.error = MalformedRecordError(f"line {record.line}: image {key!r} does not exist")
+            return
+        if found["ContentLength"] > self.settings.max_image_bytes:
+            found["Body"].close()
+            record.error = PayloadTooLargeError(
+                f"line {record.line}: image is {found['ContentLength']} bytes; at most {self.settings.max_image_bytes}")
+            return
+        record.item = WorkItem([found["Body"].read()], record.item.parameters if record.item else None)

@@ -1,0 +1,184 @@
+"""SQS inference: ``{"id", "model", "inputs", "parameters", "reply_to"}`` → a result at ``reply_to``.
+
+Two phases per batch of messages:
+
+1. **Inference, batched.** Every message is parsed and checked (JSON, schema, model, allow-listed
+   ``reply_to``); the valid ones are packed into as few ORT runs as the model's ``max_batch`` allows
+   (``engine.run_items``). A message that can never succeed — bad JSON, unknown model, too large,
+   refused ``reply_to``, input the model rejects — fails alone, as a poison message.
+2. **Delivery, per message,** inside Powertools' ``BatchProcessor``: a failed message (poison, or a
+   transient delivery fault) is reported in ``batchItemFailures``, so only it returns to the queue
+   and, after ``maxReceiveCount``, to the DLQ. Nothing is dropped: every message either has its
+   result delivered or is reported failed. FIFO queues use ``SqsFifoPartialProcessor`` so a failure
+   holds back the rest of its message group, preserving order.
+
+Delivery is idempotent per ``messageId`` when a store is configured, so an at-least-once redelivery
+does not send a second reply.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    SqsFifoPartialProcessor,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from pydantic import ValidationError
+
+from functions.batch.engine import RunStats, WorkItem, run_items
+from functions.batch.exceptions import PoisonMessageError
+from functions.batch.idempotency import persistence_layer
+from functions.batch.replies import Destination, QueueDestination, ReplyAllowList
+from functions.batch.telemetry import MetricUnit, logger, metrics
+from functions.batch.types import InferenceReply, InferenceRequest
+from functions.errors import MaasError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sqs import SQSClient
+
+    from functions.batch.settings import BatchSettings
+    from functions.inference.registry import ModelRegistry
+
+
+@dataclass
+class Prepared:
+    """A message after phase 1: a reply to deliver, or the error that fails it."""
+
+    reply: InferenceReply | None = None
+    destination: Destination | None = None
+    error: Exception | None = None
+
+
+class SqsInferenceRunner:
+    def __init__(
+        self, settings: BatchSettings, registry: ModelRegistry, *, s3: S3Client, sqs: SQSClient, dynamodb: Any = None
+    ) -> None:
+        self.settings, self.registry = settings, registry
+        self.s3, self.sqs, self.dynamodb = s3, sqs, dynamodb
+        self.allowlist: ReplyAllowList = settings.allowlist()
+
+    def handle(self, event: dict[str, Any], context: Any = None) -> PartialItemFailureResponse:
+        records = [SQSRecord(raw) for raw in event.get("Records", [])]
+        prepared = self.prepare(records)
+        deliver = self._idempotent_deliver(context)
+
+        def record_handler(record: SQSRecord) -> str:
+            item = prepared[record.message_id]
+            try:
+                if item.error is not None:
+                    raise item.error
+                assert item.reply is not None and item.destination is not None
+                destination: str = deliver(message_id=record.message_id, reply=item.reply,
+                                           destination=item.destination)
+            except Exception as exc:
+                logger.warning("message failed; it returns to the queue", extra=_failure_log(record, exc))
+                metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
+                raise
+            metrics.add_metric(name="MessagesDelivered", unit=MetricUnit.Count, value=1)
+            return destination
+
+        fifo = bool(records) and records[0].event_source_arn.endswith(".fifo")
+        processor = SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
+        return process_partial_response(event, record_handler, processor, context)
+
+    def prepare(self, records: list[SQSRecord]) -> dict[str, Prepared]:
+        """Phase 1: validate every message and run the valid ones through the model in few ORT runs."""
+        prepared: dict[str, Prepared] = {}
+        by_model: dict[str, list[tuple[str, InferenceRequest]]] = {}
+        for record in records:
+            try:
+                request, destination = self._parse(record)
+            except MaasError as exc:
+                prepared[record.message_id] = Prepared(error=exc)
+                continue
+            prepared[record.message_id] = Prepared(destination=destination)
+            by_model.setdefault(request.model, []).append((record.message_id, request))
+        for model, requests in by_model.items():
+            try:
+                self._infer(model, requests, prepared)
+            except Exception as exc:  # a system fault: every message of this model fails and is retried
+                logger.exception("inference failed for a batch of messages", extra={"model": model})
+                for message_id, _ in requests:
+                    prepared[message_id] = Prepared(error=exc)
+        return prepared
+
+    def _parse(self, record: SQSRecord) -> tuple[InferenceRequest, Destination]:
+        try:
+            request = InferenceRequest.model_validate(json.loads(record.body))
+        except json.JSONDecodeError as exc:
+            raise PoisonMessageError(f"message body is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise PoisonMessageError(f"message {where}: {first['msg']}", param=where) from exc
+        destination = self.allowlist.resolve(request.reply_to)  # never write where configuration does not allow
+        try:
+            self.registry.get(request.model)
+        except ModelNotFoundError as exc:
+            raise PoisonMessageError(exc.message, param="model") from exc
+        return request, destination
+
+    def _infer(self, model: str, requests: list[tuple[str, InferenceRequest]], prepared: dict[str, Prepared]) -> None:
+        pipeline = self.registry.get(model)
+        stats = RunStats()
+        items = [WorkItem(request.inputs, request.parameters) for _, request in requests]
+        for (message_id, request), outcome in zip(requests, run_items(pipeline, items, stats), strict=True):
+            slot = prepared[message_id]
+            if outcome.error is not None:
+                slot.error = PoisonMessageError(outcome.error.message, param=outcome.error.param)
+                continue
+            slot.reply = InferenceReply(
+                id=request.id, model=pipeline.name, model_version=pipeline.manifest.version,
+                outputs=outcome.outputs, truncated=outcome.truncated, message_id=message_id,
+            )
+        metrics.add_metric(name="PredictCalls", unit=MetricUnit.Count, value=stats.predict_calls)
+
+    def _idempotent_deliver(self, context: Any) -> Any:
+        store = persistence_layer(self.settings, bucket=self.settings.batch_bucket or None, s3=self.s3,
+                                  dynamodb=self.dynamodb)
+        if store is None:
+            return self.deliver
+        config = IdempotencyConfig(event_key_jmespath="message_id",
+                                   expires_after_seconds=self.settings.idempotency_ttl_seconds)
+        if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+            config.register_lambda_context(context)
+
+        def deliver_once(*, message_id: dict[str, str], reply: InferenceReply, destination: Destination) -> str:
+            return self.deliver(message_id=message_id["message_id"], reply=reply, destination=destination)
+
+        wrapped = idempotent_function(data_keyword_argument="message_id", persistence_store=store, config=config,
+                                      key_prefix="maas-sqs-reply")(deliver_once)
+        return lambda *, message_id, reply, destination: wrapped(
+            message_id={"message_id": message_id}, reply=reply, destination=destination)
+
+    def deliver(self, *, message_id: str, reply: InferenceReply, destination: Destination) -> str:
+        """Write one reply; any exception fails the message so it is retried, never dropped."""
+        body = json.dumps(reply, separators=(",", ":"))
+        if isinstance(destination, QueueDestination):
+            extra: dict[str, str] = {}
+            if destination.fifo:
+                extra = {"MessageGroupId": reply["id"], "MessageDeduplicationId": message_id}
+            self.sqs.send_message(QueueUrl=destination.url, MessageBody=body, **extra)  # type: ignore[arg-type]
+        else:
+            self.s3.put_object(Bucket=destination.bucket, Key=destination.key_for(reply["id"]),
+                               Body=body.encode(), ContentType="application/json")
+        return str(destination)
+
+
+def _failure_log(record: SQSRecord, error: Exception) -> dict[str, Any]:
+    return {
+        "message_id": record.message_id,
+        "receive_count": record.attributes.approximate_receive_count,
+        "error_type": type(error).__name__,
+        "error_code": getattr(error, "code", None),
+        "error": getattr(error, "message", None) or str(error),
+    }

@@ -1,0 +1,35 @@
+"""SQS entry point: inference requests from a queue, replies to allow-listed destinations.
+
+Returns a partial batch response (``batchItemFailures``): the event source mapping must enable
+``ReportBatchItemFailures``. The model loads once at import (Lambda's init phase); the reply
+allow-list and prefixes are validated there too. See docs/batch.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+
+from functions.batch.s3io import dynamodb_client, s3_client, sqs_client
+from functions.batch.settings import get_batch_settings
+from functions.batch.sqs_jobs import SqsInferenceRunner
+from functions.batch.telemetry import logger, metrics
+from functions.inference.registry import get_registry
+
+get_batch_settings()
+get_registry()
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
+    settings = get_batch_settings()
+    runner = SqsInferenceRunner(
+        settings,
+        get_registry(),
+        s3=s3_client(settings.expected_bucket_owner),
+        sqs=sqs_client(),
+        dynamodb=dynamodb_client() if settings.idempotency_table else None,
+    )
+    return runner.handle(event, context)

@@ -1,0 +1,92 @@
+"""Batch configuration is refused at init when it could loop or write where it should not."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from functions.batch.exceptions import BatchConfigError, ReplyRefusedError
+from functions.batch.replies import QueueDestination, ReplyAllowList, S3Destination
+from functions.batch.settings import BatchSettings, get_batch_settings
+
+
+@pytest.mark.parametrize(
+    ("input_prefix", "output_prefix", "why"),
+    [
+        ("inputs/", "inputs/out/", "overlaps"),  # outputs inside the watched prefix
+        ("inputs/", "inputs/", "overlaps"),  # equal prefixes
+        ("data/", "data/inputs/", "overlaps"),
+        ("data/in/", "data/", "overlaps"),  # the input prefix inside the output prefix
+        ("inputs/", "", "empty"),  # whole bucket
+        ("", "outputs/", "empty"),
+        ("inputs", "inputs-out/", "must be a folder"),  # S3 prefix 'inputs' matches 'inputs-out/...'
+        ("inputs/", "/outputs/", "must be a folder"),
+    ],
+)
+def test_unsafe_prefixes_are_refused_with_a_clear_error(input_prefix, output_prefix, why):
+    # GIVEN a layout where outputs could trigger the input rule WHEN settings load THEN they are refused
+    with pytest.raises(BatchConfigError, match=why):
+        BatchSettings(input_prefix=input_prefix, output_prefix=output_prefix)
+
+
+def test_disjoint_prefixes_are_accepted():
+    settings = BatchSettings(input_prefix="jobs/in/", output_prefix="jobs/out/")
+    assert settings.idempotency_prefix == "jobs/out/.idempotency/"
+
+
+def test_handler_refuses_to_start_with_an_overlapping_output_prefix(monkeypatch):
+    # GIVEN the function's environment names an output prefix inside the input prefix
+    monkeypatch.setenv("MAAS_OUTPUT_PREFIX", "inputs/results/")
+    monkeypatch.setenv("MAAS_MODELS", "")
+    get_batch_settings.cache_clear()
+    try:
+        # WHEN Lambda imports the handler (its init phase) THEN it fails before handling any event
+        with pytest.raises(BatchConfigError, match="S3 event loop"):
+            import functions.handlers.s3 as module
+
+            importlib.reload(module)
+    finally:
+        get_batch_settings.cache_clear()
+
+
+def test_expected_bucket_owner_must_be_an_account_id():
+    with pytest.raises(BatchConfigError, match="12-digit"):
+        BatchSettings(expected_bucket_owner="my-account")
+
+
+def test_allowlist_entry_inside_the_input_prefix_is_refused():
+    with pytest.raises(BatchConfigError, match="overlaps the input prefix"):
+        BatchSettings(batch_bucket="jobs", reply_allowlist="s3://jobs/inputs/replies/")
+
+
+def test_malformed_allowlist_entry_is_refused():
+    with pytest.raises(BatchConfigError, match="MAAS_REPLY_ALLOWLIST entry 'ftp://x'"):
+        BatchSettings(reply_allowlist="ftp://x")
+
+
+QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/results"
+
+
+def test_allowlist_covers_prefixes_by_whole_segments_and_queues_exactly():
+    allow = ReplyAllowList.parse(f"s3://results-bucket/team-a, {QUEUE}")
+    assert allow.resolve("s3://results-bucket/team-a/run-1/") == S3Destination("results-bucket", "team-a/run-1/")
+    assert allow.resolve("s3://results-bucket/team-a") == S3Destination("results-bucket", "team-a/")
+    assert allow.resolve(QUEUE + "/") == QueueDestination(QUEUE)
+    for refused in (
+        "s3://results-bucket/team-a-evil/",  # string prefix, not a path prefix
+        "s3://results-bucket/",  # wider than allowed
+        "s3://other-bucket/team-a/",
+        "s3://results-bucket/team-a/../team-b/",  # traversal
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/results-2",
+        "https://evil.example.com/123456789012/results",
+        "http://sqs.eu-west-1.amazonaws.com/123456789012/results",  # not TLS
+        42,
+    ):
+        with pytest.raises(ReplyRefusedError):
+            allow.resolve(refused)
+
+
+def test_empty_allowlist_refuses_everything():
+    with pytest.raises(ReplyRefusedError, match="allow-list"):
+        ReplyAllowList.parse("").resolve("s3://results-bucket/x/")
