@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from model_build.fused_bert import onnx_translations
 from model_build.sources import SourceModel
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -44,6 +45,7 @@ def export_text_encoder(source: SourceModel, output: Path) -> Path:
             opset_version=OPSET,
             optimize=True,
             verbose=False,
+            custom_translation_table=onnx_translations(),
         )
     assert program is not None
     program.save(str(output), external_data=False)

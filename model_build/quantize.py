@@ -27,7 +27,8 @@ class QuantPreset:
     name: str
     method: Literal["none", "dynamic", "fp16", "weight-only"]
     per_channel: bool = True
-    op_types: tuple[str, ...] = ("MatMul", "Gather")
+    # Attention only exists in fused graphs (model_build.fused_bert); it becomes QAttention.
+    op_types: tuple[str, ...] = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
     # MatMuls kept out of dynamic INT8 and stored as 8-bit block-wise weight-only instead:
     # "ffn-output" = the FFN down-projections, "ffn" = both FFN projections.
     blockwise_layers: Literal["none", "ffn-output", "ffn"] = "none"

@@ -17,7 +17,8 @@ import torch
 
 from functions.manifest import Task
 from model_build.sources import SourceModel
-from model_build.sources.minilm import load_bert, mean_pooled_normalized, minilm_dir
+from model_build.fused_bert import FusedBertEncoder
+from model_build.sources.minilm import load_bert, mean_pool_normalize, mean_pooled_normalized, minilm_dir
 
 
 def package_models_dir() -> Path:
@@ -58,29 +59,32 @@ def load_head() -> tuple[torch.nn.Linear, list[str]]:
 
 
 class IntentClassifier(torch.nn.Module):
-    def __init__(self, bert: torch.nn.Module, head: torch.nn.Linear) -> None:
+    """encoder → mean pool → L2 normalise → linear head (logits)."""
+
+    def __init__(self, encoder: torch.nn.Module, head: torch.nn.Linear) -> None:
         super().__init__()
-        self.bert = bert
+        self.encoder = encoder
         self.head = head
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
     ) -> torch.Tensor:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        return self.head(mean_pooled_normalized(self.bert, batch))
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids)
+        return self.head(mean_pool_normalize(hidden, attention_mask))
 
 
 def load_intent_classifier() -> SourceModel:
     path = minilm_dir()
     bert = load_bert(path)
     head, labels = load_head()
-    module = IntentClassifier(bert, head).eval()
+    exported = IntentClassifier(FusedBertEncoder(bert), head).eval()
     return SourceModel(
         task=Task.TEXT_CLASSIFICATION,
-        module=module,
+        module=exported,
         tokenizer_file=path / "tokenizer.json",
         output_names=["logits"],
-        reference=lambda batch: module(**batch),
+        # the torch original: the HF encoder (not the fused re-implementation) with the same head
+        reference=lambda batch: head(mean_pooled_normalized(bert, batch)),
         model_type="bert",
         num_heads=bert.config.num_attention_heads,
         hidden_size=bert.config.hidden_size,

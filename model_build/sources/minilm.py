@@ -8,6 +8,7 @@ import torch
 from transformers import BertModel
 
 from functions.manifest import Task
+from model_build.fused_bert import FusedBertEncoder
 from model_build.sources import SourceModel
 
 
@@ -23,26 +24,15 @@ def load_bert(path: Path) -> BertModel:
     return model
 
 
-class TokenEmbeddings(torch.nn.Module):
-    """Exports the encoder's last hidden state; the runtime pools it (same numpy code as validation)."""
-
-    def __init__(self, bert: BertModel) -> None:
-        super().__init__()
-        self.bert = bert
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
-    ) -> torch.Tensor:
-        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        return out.last_hidden_state
+def mean_pool_normalize(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
 
 def mean_pooled_normalized(bert: BertModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """sentence-transformers' Pooling(mean) + Normalize, in torch."""
-    hidden = bert(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+    return mean_pool_normalize(bert(**batch).last_hidden_state, batch["attention_mask"])
 
 
 def load_embedder() -> SourceModel:
@@ -50,7 +40,8 @@ def load_embedder() -> SourceModel:
     bert = load_bert(path)
     return SourceModel(
         task=Task.SENTENCE_EMBEDDINGS,
-        module=TokenEmbeddings(bert),
+        # exported: the fused-attention encoder (token vectors; the runtime pools them), judged against `bert`
+        module=FusedBertEncoder(bert).eval(),
         tokenizer_file=path / "tokenizer.json",
         output_names=["last_hidden_state"],
         reference=lambda batch: mean_pooled_normalized(bert, batch),
