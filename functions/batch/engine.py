@@ -2,14 +2,17 @@
 
 Items are packed into chunks of at most ``max_batch`` inputs with equal parameters and each chunk
 is one ``pipeline.predict`` call (one ORT run). When a chunk is refused for a bad input (a
-MaasError), it is split in halves until the bad items stand alone: only they fail, their neighbours
-still get results, and a chunk with one bad item costs O(log n) extra calls, not n. Any other
+MaasError), only the bad item fails and its neighbours still get results: when the error names the
+input (``param="inputs[k]"``, as the text pipelines do) that item is set aside and the rest rerun
+(one extra call); otherwise the chunk is split in halves until the bad items stand alone
+(O(log n) extra calls, not n). Any other
 exception is a fault of the system, not of an item, and propagates to the caller.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,9 +106,15 @@ def _run_chunk(
         result = pipeline.predict(inputs, items[chunk[0]].parameters)
     except MaasError as exc:
         if len(chunk) == 1:
-            outcomes[chunk[0]] = Outcome(error=_for_item(exc, items[chunk[0]]))
+            outcomes[chunk[0]] = Outcome(error=_rebase(exc, items[chunk[0]], 0))
             return
-        middle = len(chunk) // 2
+        blamed = _blamed_item(exc, items, chunk)
+        if blamed is not None:  # the pipeline named the input: fail its item, rerun the others
+            index, offset = blamed
+            outcomes[index] = Outcome(error=_rebase(exc, items[index], offset))
+            _run_chunk(pipeline, items, [i for i in chunk if i != index], outcomes, stats)
+            return
+        middle = len(chunk) // 2  # no culprit named: bisect until the bad items stand alone
         _run_chunk(pipeline, items, chunk[:middle], outcomes, stats)
         _run_chunk(pipeline, items, chunk[middle:], outcomes, stats)
         return
@@ -120,9 +129,30 @@ def _run_chunk(
         start = end
 
 
-def _for_item(exc: MaasError, item: WorkItem) -> MaasError:
-    """A single-input item's error should not point at ``inputs[0]`` of a chunk the user never sent."""
-    if len(item.inputs) == 1 and exc.message.startswith("inputs[0]"):
-        exc.message = "input" + exc.message[len("inputs[0]"):]
+_INPUT_PARAM = re.compile(r"^inputs\[(\d+)\]")
+
+
+def _blamed_item(exc: MaasError, items: Sequence[WorkItem], chunk: list[int]) -> tuple[int, int] | None:
+    """(item index, start of its inputs in the chunk) for an error whose ``param`` is ``inputs[k]``."""
+    match = _INPUT_PARAM.match(exc.param or "")
+    if match is None:
+        return None
+    position, start = int(match.group(1)), 0
+    for index in chunk:
+        size = len(items[index].inputs)
+        if start <= position < start + size:
+            return index, start
+        start += size
+    return None
+
+
+def _rebase(exc: MaasError, item: WorkItem, offset: int) -> MaasError:
+    """Make ``inputs[k]`` in the message point into the item the user sent, not into our chunk."""
+    match = _INPUT_PARAM.match(exc.message)
+    if match is not None:
+        position = int(match.group(1)) - offset
+        where = "input" if len(item.inputs) == 1 else f"inputs[{position}]"
+        exc.message = where + exc.message[match.end():]
         exc.args = (exc.message,)
+        exc.param = None if len(item.inputs) == 1 else where
     return exc

@@ -93,9 +93,12 @@ class S3JobRunner:
         """Run a job for each record of an S3 notification; raise after all ran if any failed."""
         jobs: list[dict[str, Any]] = []
         failure: BaseException | None = None
-        for record in S3Event(event).records:
+        records = list(S3Event(event).records) if event.get("Records") else []  # s3:TestEvent has none
+        metrics.add_metric(name="BatchEventRecords", unit=MetricUnit.Count, value=len(records))
+        for record in records:
             job = self.job_for(record)
             if job is None:
+                metrics.add_metric(name="BatchEventsIgnored", unit=MetricUnit.Count, value=1)
                 continue
             try:
                 summary = self.run(job, context)
@@ -133,7 +136,7 @@ class S3JobRunner:
         if skip is None and (not model or not name or name.endswith("/")):
             skip = f"key must look like {settings.input_prefix}<model>/<name>"
         if skip is not None:
-            logger.info("ignoring S3 event", extra={"bucket": bucket, "key": key, "reason": skip})
+            logger.warning("ignoring S3 event", extra={"bucket": bucket, "key": key, "reason": skip})
             return None
         obj = record.s3.get_object
         return S3Job(bucket=bucket, key=key, model=model, name=name, etag=obj.etag.strip('"'),
@@ -279,11 +282,10 @@ class S3JobRunner:
     def _records(self, job: S3Job, fmt: InputFormat, body: Iterator[bytes]) -> Iterator[InputRecord]:
         limit = self.settings.max_line_bytes
         if fmt is InputFormat.IMAGE:
-            data = b"".join(body)
-            if len(data) > self.settings.max_image_bytes:
-                error = PayloadTooLargeError(f"image is {len(data)} bytes; at most {self.settings.max_image_bytes}")
+            if job.size > self.settings.max_image_bytes:
+                error = PayloadTooLargeError(f"image is {job.size} bytes; at most {self.settings.max_image_bytes}")
                 return iter([InputRecord(1, job.name, error=error)])
-            return iter([InputRecord(1, job.name, item=WorkItem([data]))])
+            return iter([InputRecord(1, job.name, item=WorkItem([b"".join(body)]))])
         lines = iter_lines(body, limit)
         if fmt is InputFormat.CSV:
             return read_csv(lines, text_column=self.settings.csv_text_column,

@@ -17,8 +17,9 @@ class FakePipeline:
 
     name = "fake"
 
-    def __init__(self, max_batch: int = 4, crash_on: str | None = None) -> None:
+    def __init__(self, max_batch: int = 4, crash_on: str | None = None, names_culprit: bool = False) -> None:
         self.limits = Limits(max_batch=max_batch)
+        self.names_culprit = names_culprit
         self.calls: list[list[Any]] = []
         self.crash_on = crash_on
 
@@ -31,11 +32,13 @@ class FakePipeline:
         self.check_batch(len(inputs))
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
-                raise InvalidInputError(f"inputs[{index}] must be a string, got {type(item).__name__}")
+                raise InvalidInputError(f"inputs[{index}] must be a string, got {type(item).__name__}",
+                                        param=f"inputs[{index}]" if self.names_culprit else None)
             if item == self.crash_on:
                 raise RuntimeError("onnxruntime exploded")
         suffix = "!" if (parameters or {}).get("shout") else ""
-        return TaskResult([x.upper() + suffix for x in inputs], input_tokens=len(inputs), truncated=[False] * len(inputs))
+        outputs = [x.upper() + suffix for x in inputs]
+        return TaskResult(outputs, input_tokens=len(inputs), truncated=[False] * len(inputs))
 
 
 def test_outputs_keep_item_order_and_chunks_respect_max_batch():
@@ -48,9 +51,10 @@ def test_outputs_keep_item_order_and_chunks_respect_max_batch():
     assert stats.predict_calls == len(pipeline.calls) == 3
 
 
-def test_a_bad_item_fails_alone_in_log_calls():
+@pytest.mark.parametrize(("names_culprit", "max_calls"), [(True, 2), (False, 1 + 2 * 5)])
+def test_a_bad_item_fails_alone_in_few_calls(names_culprit, max_calls):
     # GIVEN a full chunk of 32 with one non-string input
-    pipeline = FakePipeline(max_batch=32)
+    pipeline = FakePipeline(max_batch=32, names_culprit=names_culprit)
     items = [WorkItem([f"t{i}"]) for i in range(32)]
     items[17] = WorkItem([17])
     outcomes = run_items(pipeline, items, sort_by_length=False)
@@ -58,15 +62,17 @@ def test_a_bad_item_fails_alone_in_log_calls():
     assert [i for i, o in enumerate(outcomes) if not o.ok] == [17]
     assert outcomes[17].error.message == "input must be a string, got int"
     assert all(o.outputs == [f"T{i}"] for i, o in enumerate(outcomes) if i != 17)
-    assert len(pipeline.calls) <= 1 + 2 * 5  # bisection: O(log n), not one call per item
+    # a named culprit costs one rerun; otherwise bisection costs O(log n) calls, never one per item
+    assert len(pipeline.calls) <= max_calls
 
 
 def test_multi_input_items_succeed_or_fail_together():
-    pipeline = FakePipeline(max_batch=4)
+    pipeline = FakePipeline(max_batch=4, names_culprit=True)
     items = [WorkItem(["a", "b"]), WorkItem(["c", 3]), WorkItem(["d", "e", "f"]), WorkItem(["g"] * 5), WorkItem([])]
     outcomes = run_items(pipeline, items)
     assert outcomes[0].outputs == ["A", "B"] and outcomes[2].outputs == ["D", "E", "F"]
     assert outcomes[1].error.code == "invalid_input"
+    assert outcomes[1].error.message == "inputs[1] must be a string, got int"  # its index in the item
     assert outcomes[3].error.code == "payload_too_large"  # more inputs than max_batch: never sent
     assert outcomes[4].error.message.startswith("inputs is empty")
 
