@@ -177,7 +177,7 @@ VARIANT_MODELS: dict[str, dict[str, Any]] = {
         batch_timeout_s=120,
     ),
     "other-embedder": lambda_entry(),
-    "generator-gpu": gpu_entry("text-generation", instance_type="g6.xlarge", timeout_s=28, memory_mb=12288),
+    "generator-gpu": gpu_entry("text-generation", instance_type="g5.2xlarge", timeout_s=28, memory_mb=28672),
 }
 
 

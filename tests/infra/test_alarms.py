@@ -1,0 +1,64 @@
+"""GIVEN any model stack THEN it alarms on errors, throttles (saturation for GPU), p99 latency and any
+message in a dead-letter queue, notifies the shared encrypted topic, and has its own dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.infra.conftest import STAGE, Synth
+
+
+def _alarms(app: Synth, stack_name: str) -> list[dict[str, Any]]:
+    """The model's own alarms (not the ones Application Auto Scaling creates for step scaling)."""
+    model = stack_name.split("-model-", 1)[1]
+    return [
+        r["Properties"]
+        for r in app.json(stack_name)["Resources"].values()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+        and r["Properties"].get("AlarmDescription", "").startswith(f"maas-{STAGE}-{model}:")
+    ]
+
+
+def _metric_names(alarm: dict[str, Any]) -> set[str]:
+    if "MetricName" in alarm:
+        return {alarm["MetricName"]}
+    return {m["MetricStat"]["Metric"]["MetricName"] for m in alarm.get("Metrics", []) if "MetricStat" in m}
+
+
+@pytest.mark.parametrize("app_name", ["default_app", "variant_app"])
+def test_every_model_has_the_four_alarm_kinds_and_a_dashboard(request: pytest.FixtureRequest, app_name: str) -> None:
+    app: Synth = request.getfixturevalue(app_name)
+    for model, stack_name in app.model_stacks().items():
+        alarms = _alarms(app, stack_name)
+        is_gpu = "AWS::ECS::Service" in str(app.json(stack_name))
+        errors = {"5XXError"} if is_gpu else {"Errors"}
+        assert any(_metric_names(a) == errors for a in alarms), f"{model}: no errors alarm"
+        throttles = {"CPUUtilization", "RunningTaskCount"} if is_gpu else {"Throttles"}
+        assert any(_metric_names(a) == throttles for a in alarms), f"{model}: no throttles/saturation alarm"
+        latency = [a for a in alarms if a.get("ExtendedStatistic") == "p99"]
+        assert latency and all(a["Threshold"] > 0 for a in latency), f"{model}: no p99 latency alarm"
+        dlq = [a for a in alarms if a.get("MetricName") == "ApproximateNumberOfMessagesVisible"]
+        assert dlq, f"{model}: no dead-letter alarm"
+        for alarm in dlq:
+            assert alarm["Threshold"] == 0 and alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        for alarm in alarms:
+            assert alarm["AlarmActions"] and alarm["OKActions"], f"{model}: alarm without a notification"
+        dashboards = [
+            r for r in app.json(stack_name)["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"
+        ]
+        assert [d["Properties"]["DashboardName"] for d in dashboards] == [f"maas-{STAGE}-{model}"]
+
+
+def test_lambda_models_watch_every_dead_letter_queue(default_app: Synth) -> None:
+    stack = default_app.json(f"maas-{STAGE}-model-minilm-embed")["Resources"]
+    queues = {k for k, r in stack.items() if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" not in r["Properties"]}
+    watched = {
+        d["Value"]["Fn::GetAtt"][0]
+        for a in _alarms(default_app, f"maas-{STAGE}-model-minilm-embed")
+        for d in a.get("Dimensions", [])
+        if d["Name"] == "QueueName"
+    }
+    assert queues == watched == {k for k in queues}  # the job DLQ and the S3 failure queue
+    assert len(queues) == 2
