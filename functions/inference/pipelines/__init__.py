@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from functions.inference.pipelines.base import Pipeline, TaskResult, TensorMeta
+from functions.inference.pipelines.seq2seq import TranslationPipeline
 from functions.inference.pipelines.text import ClassificationPipeline, EmbeddingPipeline
 from functions.manifest import Task
 
 PIPELINES: dict[Task, type[Pipeline]] = {
     Task.SENTENCE_EMBEDDINGS: EmbeddingPipeline,
     Task.TEXT_CLASSIFICATION: ClassificationPipeline,
+    Task.TRANSLATION: TranslationPipeline,
 }
 
-__all__ = ["PIPELINES", "ClassificationPipeline", "EmbeddingPipeline", "Pipeline", "TaskResult", "TensorMeta"]
+__all__ = [
+    "PIPELINES",
+    "ClassificationPipeline",
+    "EmbeddingPipeline",
+    "Pipeline",
+    "TaskResult",
+    "TensorMeta",
+    "TranslationPipeline",
+]
