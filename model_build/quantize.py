@@ -25,7 +25,7 @@ _GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}
 @dataclass(frozen=True)
 class QuantPreset:
     name: str
-    method: Literal["none", "dynamic", "fp16", "weight-only"]
+    method: Literal["none", "dynamic", "fp16", "weight-only", "static"]
     per_channel: bool = True
     # Attention only exists in fused graphs (model_build.fused_bert); it becomes QAttention.
     op_types: tuple[str, ...] = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
@@ -36,6 +36,9 @@ class QuantPreset:
     bits: int = 8
     description: str = ""
     extra_ops: tuple[str, ...] = field(default_factory=tuple)
+    # Static (calibrated) INT8 only: how activation ranges are estimated from the calibration batches.
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    reduce_range: bool = False  # 7-bit weights: avoids U8S8 saturation on x86 without VNNI, costs accuracy
 
     def __post_init__(self) -> None:
         if self.method == "dynamic" and not self.op_types:
@@ -47,13 +50,13 @@ class QuantPreset:
 
     def record(self) -> Quantization:
         ops = list(self.op_types) if self.method in ("dynamic", "weight-only") else []
-        weight = {"none": "fp32", "fp16": "fp16", "dynamic": "int8", "weight-only": f"int{self.bits}"}
+        weight = {"none": "fp32", "fp16": "fp16", "dynamic": "int8", "weight-only": f"int{self.bits}", "static": "int8"}
         return Quantization(
             preset=self.name,
             method=self.method,
             weight_type=weight[self.method]
             + ("" if self.blockwise_layers == "none" else f"+int8-blockwise-{self.blockwise_layers}"),
-            per_channel=self.per_channel and self.method == "dynamic",
+            per_channel=self.per_channel and self.method in ("dynamic", "static"),
             op_types=ops,
         )
 
@@ -145,6 +148,8 @@ def quantize(model_in: Path, model_out: Path, preset: QuantPreset) -> Quantizati
         _fp16(model_in, model_out)
     elif preset.method == "weight-only":
         _blockwise(onnx.load(str(model_in)), model_out, preset, nodes=None)
+    elif preset.method == "static":
+        raise ValueError(f"preset {preset.name} is static INT8: it needs calibration data, use quantize_static()")
     else:
         _dynamic(model_in, model_out, preset)
     return preset.record()
@@ -192,3 +197,37 @@ def _fp16(model_in: Path, model_out: Path) -> None:
 
     model = convert_float_to_float16(onnx.load(str(model_in)), keep_io_types=True)
     onnx.save(model, str(model_out))
+
+
+def quantize_static(model_in: Path, model_out: Path, preset: QuantPreset, calibration: object) -> Quantization:
+    """Static INT8 in QDQ format: activation ranges measured on real inputs, weights per channel.
+
+    ``calibration`` is an ORT ``CalibrationDataReader`` (``get_next()`` returns feeds, then None); it
+    should preprocess its inputs with the runtime's own code so the ranges match what is served.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    if preset.method != "static":
+        raise ValueError(f"preset {preset.name} is not static INT8")
+    logging.getLogger("root").setLevel(logging.ERROR)
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    ort_quantize_static(
+        str(model_in),
+        str(model_out),
+        calibration,  # type: ignore[arg-type]
+        quant_format=QuantFormat.QDQ,
+        per_channel=preset.per_channel,
+        reduce_range=preset.reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[preset.calibration],
+        # Merge ranges every few batches instead of keeping every intermediate tensor in memory.
+        extra_options={"CalibMaxIntermediateOutputs": 4},
+    )
+    return preset.record()

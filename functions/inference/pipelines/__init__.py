@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functions.inference.pipelines.base import Pipeline, TaskResult, TensorMeta
+from functions.inference.pipelines.image import ImageClassificationPipeline
 from functions.inference.pipelines.seq2seq import TranslationPipeline
 from functions.inference.pipelines.text import ClassificationPipeline, EmbeddingPipeline
 from functions.manifest import Task
@@ -11,12 +12,14 @@ PIPELINES: dict[Task, type[Pipeline]] = {
     Task.SENTENCE_EMBEDDINGS: EmbeddingPipeline,
     Task.TEXT_CLASSIFICATION: ClassificationPipeline,
     Task.TRANSLATION: TranslationPipeline,
+    Task.IMAGE_CLASSIFICATION: ImageClassificationPipeline,
 }
 
 __all__ = [
     "PIPELINES",
     "ClassificationPipeline",
     "EmbeddingPipeline",
+    "ImageClassificationPipeline",
     "Pipeline",
     "TaskResult",
     "TensorMeta",
