@@ -6,7 +6,6 @@ the served path: HTTP end-to-end on loopback vs the pipeline in-process vs bare 
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import time
@@ -17,9 +16,9 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 Timer = Callable[[], object]
+BATCHES = (1, 8, 32)
 
 
 def machine() -> dict[str, Any]:
@@ -92,6 +91,8 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
     from functions.inference.loader import verify_artifact
     from functions.inference.registry import ModelRegistry, pipeline_for
     from functions.inference.session import available_cpus, create_session
+    from model_build.bench_coldstart import measure_cold_start
+    from model_build.bench_roofline import encoder_flops_per_token, gemm_gops
     from model_build.build import artifacts_root, build_model, work_root
     from model_build.catalog import get_entry
     from model_build.sources import load_source
@@ -103,7 +104,7 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
         build_model(entry)
     torch.set_num_threads(available_cpus())
     source = load_source(entry.source, task=entry.task)
-    module = source.module.eval()
+    reference = source.reference  # the torch original (HF model + pooling/head), not the export wrapper
     fp32 = create_session(fp32_path)
     served = create_session(artifact / "model.onnx")
     results: dict[str, Any] = {
@@ -114,7 +115,7 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "latency": {},
     }
-    for batch in (1, 32):
+    for batch in BATCHES:
         feeds = text_feeds(batch, seq)
         tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}
         names_fp32 = [i.name for i in fp32.get_inputs()]
@@ -122,7 +123,7 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
 
         def torch_eager(t: dict[str, Any] = tensors) -> object:
             with torch.inference_mode():
-                return module(**t)
+                return reference(t)
 
         console.log(f"batch {batch}: timing torch eager / ORT fp32 / maas artifact, interleaved")
         results["latency"][f"batch_{batch}"] = interleaved(
@@ -151,65 +152,49 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
             repeats=repeats * 2,
         )
         results["serving"]["tokens"] = {"count": int(encoded.token_counts[0])}
+        results["concurrency"] = concurrent_throughput(http.base_url, url, text, pipeline, encoded, clients=4)
+    results["cold_start"] = measure_cold_start(artifact, Path(source.tokenizer_file).parent)
+    results["roofline"] = gemm_gops()
+    flops = encoder_flops_per_token(source.hidden_size, _layers(source), seq)
+    b32 = results["latency"]["batch_32"]["maas_artifact"]["p50_ms"] / 1000
+    results["roofline"]["model_gops_b32"] = flops * 32 * seq / b32 / 1e9
+    results["roofline"]["fraction_of_int8_gemm"] = (
+        results["roofline"]["model_gops_b32"] / results["roofline"]["int8_gops"]
+    )
     results["sizes_mb"] = {
         "fp32": fp32_path.stat().st_size / 1e6,
         "maas_artifact": (artifact / "model.onnx").stat().st_size / 1e6,
     }
+    from model_build.bench_report import write_report
+
     return write_report(results, out_dir, console)
 
 
-def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = results["model"]
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        f"# `maas bench {name}` (seq {results['seq']})",
-        "",
-        f"{results['date']} · {results['machine']['cpu']} · {results['machine']['cpus_used']} CPUs used · "
-        f"ISA {', '.join(results['machine']['isa']) or 'baseline'} · onnxruntime {results['machine']['onnxruntime']}"
-        f" · torch {results['machine']['torch']}",
-        "",
-        "All cases timed interleaved in one run; ratios are speed-ups over torch eager (higher is better).",
-        "",
-        "| case | batch 1 p50 | batch 1 p99 | ×torch b1 | batch 32 p50 | batch 32 p99 | ×torch b32 |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    table = Table(
-        "case", "b1 p50 ms", "×torch", "b32 p50 ms", "×torch", title=f"{name}: latency (seq {results['seq']})"
-    )
-    lat = results["latency"]
-    for case in ("torch_eager_fp32", "ort_fp32", "maas_artifact"):
-        b1, b32 = lat["batch_1"][case], lat["batch_32"][case]
-        r1 = lat["batch_1"]["torch_eager_fp32"]["p50_ms"] / b1["p50_ms"]
-        r32 = lat["batch_32"]["torch_eager_fp32"]["p50_ms"] / b32["p50_ms"]
-        lines.append(
-            f"| {case} | {b1['p50_ms']:.1f} ms | {b1['p99_ms']:.1f} ms | {r1:.2f}× | "
-            f"{b32['p50_ms']:.1f} ms | {b32['p99_ms']:.1f} ms | {r32:.2f}× |"
-        )
-        table.add_row(case, f"{b1['p50_ms']:.1f}", f"{r1:.2f}×", f"{b32['p50_ms']:.1f}", f"{r32:.2f}×")
-    serving = results["serving"]
-    bare = serving["bare_session_run"]["p50_ms"]
-    lines += [
-        "",
-        f"Serving path, batch 1, one input of {serving['tokens']['count']} tokens:",
-        "",
-        "| path | p50 | p99 | × bare session.run |",
-        "|---|---|---|---|",
-    ]
-    serve_table = Table("path", "p50 ms", "p99 ms", "× bare", title="serving overhead (batch 1)")
-    for case in ("bare_session_run", "pipeline_in_process", "http_end_to_end"):
-        s = serving[case]
-        lines.append(f"| {case} | {s['p50_ms']:.2f} ms | {s['p99_ms']:.2f} ms | {s['p50_ms'] / bare:.3f}× |")
-        serve_table.add_row(case, f"{s['p50_ms']:.2f}", f"{s['p99_ms']:.2f}", f"{s['p50_ms'] / bare:.3f}×")
-    sizes = results["sizes_mb"]
-    lines += [
-        "",
-        f"Model file: fp32 {sizes['fp32']:.1f} MB → maas artifact {sizes['maas_artifact']:.1f} MB "
-        f"({sizes['maas_artifact'] / sizes['fp32']:.0%})",
-        "",
-    ]
-    report = out_dir / f"{name}.md"
-    report.write_text("\n".join(lines))
-    console.print(table)
-    console.print(serve_table)
-    return report
+def _layers(source: Any) -> int:
+    return len(getattr(source.module, "blocks", None) or getattr(getattr(source.module, "encoder", None), "blocks", []))
+
+
+def concurrent_throughput(
+    base_url: Any, url: str, text: str, pipeline: Any, encoded: Any, clients: int
+) -> dict[str, float]:
+    """Requests/s with ``clients`` concurrent HTTP callers vs back-to-back bare ``session.run`` (batch 1)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    per_client = 25
+    started = time.perf_counter()
+    for _ in range(per_client * clients):
+        pipeline.run(encoded.feeds())
+    bare_rps = per_client * clients / (time.perf_counter() - started)
+
+    def caller(_: int) -> None:
+        with httpx.Client(base_url=str(base_url)) as http:
+            for _ in range(per_client):
+                http.post(url, json={"inputs": [text]}).raise_for_status()
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(caller, range(clients)))
+    http_rps = per_client * clients / (time.perf_counter() - started)
+    return {"clients": clients, "bare_session_run_rps": bare_rps, "http_rps": http_rps, "ratio": http_rps / bare_rps}
