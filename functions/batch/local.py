@@ -145,6 +145,7 @@ class LocalS3Result:
     summary: dict[str, Any]
     output_key: str | None
     output_path: Path | None
+    output_etag: str | None  # "<md5>-<parts>" when the output was a multipart upload
 
 
 def run_s3_job(
@@ -172,9 +173,10 @@ def run_s3_job(
         base = f"{settings.output_prefix}{model}/{name or input_path.name}"
         summary = json.loads(client.get_object(Bucket=bucket, Key=f"{base}.summary.json")["Body"].read())
         output_key = (summary.get("output") or {}).get("key")
+        etag = client.head_object(Bucket=bucket, Key=output_key)["ETag"].strip('"') if output_key else None
         if out is not None and output_key:
             client.download_file(bucket, output_key, str(out))
-    return LocalS3Result(response, summary, output_key, out if output_key else None)
+    return LocalS3Result(response, summary, output_key, out if output_key else None, etag)
 
 
 def run_sqs_event(event: dict[str, Any], *, endpoint_url: str | None = None) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from functions.batch.idempotency import persistence_layer
 from functions.batch.replies import Destination, QueueDestination, ReplyAllowList
 from functions.batch.telemetry import MetricUnit, logger, metrics
 from functions.batch.types import InferenceReply, InferenceRequest
-from functions.errors import MaasError, ModelNotFoundError
+from functions.errors import MaasError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -121,10 +121,7 @@ class SqsInferenceRunner:
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise PoisonMessageError(f"message {where}: {first['msg']}", param=where) from exc
         destination = self.allowlist.resolve(request.reply_to)  # never write where configuration does not allow
-        try:
-            self.registry.get(request.model)
-        except ModelNotFoundError as exc:
-            raise PoisonMessageError(exc.message, param="model") from exc
+        self.registry.get(request.model)  # ModelNotFoundError: this function does not serve that model
         return request, destination
 
     def _infer(self, model: str, requests: list[tuple[str, InferenceRequest]], prepared: dict[str, Prepared]) -> None:
@@ -133,8 +130,8 @@ class SqsInferenceRunner:
         items = [WorkItem(request.inputs, request.parameters) for _, request in requests]
         for (message_id, request), outcome in zip(requests, run_items(pipeline, items, stats), strict=True):
             slot = prepared[message_id]
-            if outcome.error is not None:
-                slot.error = PoisonMessageError(outcome.error.message, param=outcome.error.param)
+            if outcome.error is not None:  # the model refused this message's inputs: it fails alone
+                slot.error = outcome.error
                 continue
             slot.reply = InferenceReply(
                 id=request.id, model=pipeline.name, model_version=pipeline.manifest.version,
