@@ -1,0 +1,69 @@
+"""`maas bench` reporting and roofline arithmetic (no timing assertions: speed lives in the benchmark)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from rich.console import Console
+
+from model_build.bench_report import write_report
+from model_build.bench_roofline import encoder_flops_per_token, gemm_gops
+
+
+def test_minilm_flops_per_token_matches_two_times_params():
+    # all-MiniLM-L6-v2: 6 layers × 12·384² dense params ≈ 10.6 M → ≈ 21.2 MFLOP/token + attention at seq 128
+    flops = encoder_flops_per_token(hidden=384, layers=6, seq=128)
+    assert 21.2e6 < flops < 23e6
+
+
+def test_gemm_reference_runs_for_both_precisions():
+    result = gemm_gops(m=64, k=64, n=64, repeats=2)
+    assert result["fp32_gops"] > 0 and result["int8_gops"] > 0
+
+
+def _case(ms: float) -> dict:
+    return {"p50_ms": ms, "p99_ms": ms * 1.2, "n": 5}
+
+
+def test_report_writes_json_markdown_and_plots(tmp_path):
+    results = {
+        "model": "m",
+        "seq": 128,
+        "repeats": 5,
+        "date": "2026-11-23T00:00:00+00:00",
+        "machine": {"cpu": "cpu", "cpus_used": 2, "isa": ["avx2"], "onnxruntime": "1", "torch": "2"},
+        "latency": {
+            f"batch_{b}": {
+                "torch_eager_fp32": _case(30.0 * b),
+                "ort_fp32": _case(20.0 * b),
+                "maas_artifact": _case(10.0 * b),
+            }
+            for b in (1, 8, 32)
+        },
+        "serving": {
+            "bare_session_run": _case(10),
+            "pipeline_in_process": _case(10.5),
+            "http_end_to_end": _case(11),
+            "tokens": {"count": 128},
+        },
+        "cold_start": {
+            side: {"phases_ms": {"imports": 100.0, "first inference": 10.0}, "total_ms": 110.0, "max_rss_mb": 100.0}
+            for side in ("maas", "torch")
+        },
+        "roofline": {
+            "shape": [1, 2, 3],
+            "fp32_gops": 100.0,
+            "int8_gops": 200.0,
+            "model_gops_b32": 120.0,
+            "fraction_of_int8_gemm": 0.6,
+        },
+        "sizes_mb": {"fp32": 90.0, "maas_artifact": 23.0},
+    }
+    report = write_report(results, tmp_path, Console(file=io.StringIO()))
+    text = report.read_text()
+    assert "| maas_artifact | 10.0 ms | 12.0 ms | 3.00× |" in text
+    assert "1.100×" in text and "60%" in text and "maas / torch cold start: 1.00×" in text
+    assert json.loads((tmp_path / "m.json").read_text())["model"] == "m"
+    assert (tmp_path / "m-latency.png").stat().st_size > 1000
+    assert (tmp_path / "m-cold-start.png").is_file()
