@@ -9,6 +9,7 @@ validates its request; POST bodies are checked against a JSON schema derived fro
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -156,8 +157,8 @@ class ModelRoutes(Construct):
         if http_method == "POST":
             title = request_schema(spec, path)["title"]
             model = apigw.Model(
-                resource,
-                f"{title}Model",
+                self,
+                "Schema" + "".join(part.capitalize() for part in re.findall(r"[A-Za-z0-9]+", path)),
                 rest_api=api,
                 content_type="application/json",
                 description=f"{spec.name}: {title} for {path}",

@@ -113,11 +113,6 @@ def test_vpc_has_flow_logs_and_private_subnets_for_gpu_models(shared: Template) 
     shared.has_resource_properties("AWS::EC2::VPCEndpoint", {"VpcEndpointType": "Gateway"})
 
 
-def test_no_vpc_without_gpu_models(variant_app: Synth, default_app: Synth) -> None:
-    # Every shared stack with a gpu model has exactly one VPC; the variant has one gpu model as well.
-    assert variant_app.template(SHARED).find_resources("AWS::EC2::VPC")
-
-
 def test_shared_alarms_watch_the_api_stage(shared: Template) -> None:
     dims = Match.array_with([{"Name": "ApiName", "Value": f"maas-{STAGE}-api"}, {"Name": "Stage", "Value": STAGE}])
     shared.has_resource_properties("AWS::CloudWatch::Alarm", {"MetricName": "5XXError", "Dimensions": dims})
