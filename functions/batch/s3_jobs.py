@@ -27,6 +27,7 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event
 from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.batch.engine import RunStats, WorkItem, run_items
@@ -102,7 +103,7 @@ class S3JobRunner:
                 continue
             try:
                 summary = self.run(job, context)
-            except (ClientError, BotoCoreError) as exc:
+            except (ClientError, BotoCoreError, IdempotencyPersistenceLayerError) as exc:
                 logger.exception("batch job failed; the event will be retried", extra={"key": job.key})
                 error = StorageError(
                     f"s3://{job.bucket}/{job.key}: {exc}. Check that the bucket exists and that this function may "
