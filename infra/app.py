@@ -58,6 +58,11 @@ def build_app(
         api_timeout_quota_s=settings.api_timeout_quota_s,
     )
     env = cdk.Environment(account=settings.account, region=settings.region)
+    # The VPC checks its zones against the stack's; answer that lookup from settings so synth never
+    # calls AWS (a cdk.context.json entry, if any, still wins).
+    az_key = f"availability-zones:account={settings.account}:region={settings.region}"
+    if app.node.try_get_context(az_key) is None:
+        app.node.set_context(az_key, list(settings.availability_zones))
     shared = SharedStack(
         app,
         f"{settings.prefix}-shared",
