@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functions.inference.pipelines.base import Pipeline, TaskResult, TensorMeta
+from functions.inference.pipelines.generation import GenerationPipeline
 from functions.inference.pipelines.image import ImageClassificationPipeline
 from functions.inference.pipelines.seq2seq import TranslationPipeline
 from functions.inference.pipelines.text import ClassificationPipeline, EmbeddingPipeline
@@ -13,12 +14,14 @@ PIPELINES: dict[Task, type[Pipeline]] = {
     Task.TEXT_CLASSIFICATION: ClassificationPipeline,
     Task.TRANSLATION: TranslationPipeline,
     Task.IMAGE_CLASSIFICATION: ImageClassificationPipeline,
+    Task.TEXT_GENERATION: GenerationPipeline,
 }
 
 __all__ = [
     "PIPELINES",
     "ClassificationPipeline",
     "EmbeddingPipeline",
+    "GenerationPipeline",
     "ImageClassificationPipeline",
     "Pipeline",
     "TaskResult",

@@ -1,0 +1,158 @@
+"""The decode loop: prefill the prompt once, then one token per step, reusing the KV cache.
+
+The graph contract (see ``model_build/export_decoder.py``): inputs ``input_ids``, ``attention_mask``,
+``position_ids`` and ``past_key_values.{i}.key/value``; outputs last-position ``logits`` and
+``present.{i}.key/value``. Each step feeds the presents of the step before, so a token costs the same
+whatever the context length, apart from attention itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import onnxruntime as ort
+
+from functions.errors import ArtifactError
+from functions.inference.generation.sampling import Sampler
+
+PAST_PREFIX = "past_key_values."
+PRESENT_PREFIX = "present."
+Decode = Callable[[list[int]], str]
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # an EOS token or a stop sequence
+    LENGTH = "length"  # max_new_tokens reached
+
+
+@dataclass
+class KVCache:
+    tensors: dict[str, np.ndarray]
+    length: int = 0
+
+
+class KVCacheDecoder:
+    """Runs the decoder graph one chunk at a time for a batch of one sequence."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        inputs = {i.name: i for i in session.get_inputs()}
+        self.past_names = [name for name in inputs if name.startswith(PAST_PREFIX)]
+        missing = {"input_ids", "attention_mask", "position_ids"} - inputs.keys()
+        if missing or not self.past_names:
+            raise ArtifactError(
+                f"the decoder graph lacks {sorted(missing) or 'past_key_values.* inputs'}: rebuild with a KV cache"
+            )
+        outputs = [o.name for o in session.get_outputs()]
+        self.present_names = [PRESENT_PREFIX + name[len(PAST_PREFIX) :] for name in self.past_names]
+        if outputs[0] != "logits" or set(self.present_names) - set(outputs):
+            raise ArtifactError("the decoder graph must output logits and present.* for every past input")
+        shape = inputs[self.past_names[0]].shape  # [batch, kv_heads, past_sequence, head_dim]
+        self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
+        self.output_names = ["logits", *self.present_names]
+
+    def empty_cache(self) -> KVCache:
+        empty = np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=np.float32)
+        return KVCache({name: empty for name in self.past_names})
+
+    def forward(self, token_ids: list[int], cache: KVCache) -> np.ndarray:
+        """Feed ``token_ids`` after what ``cache`` holds; update the cache; return the next-token logits."""
+        count = len(token_ids)
+        total = cache.length + count
+        feeds = {
+            "input_ids": np.asarray([token_ids], dtype=np.int64),
+            "attention_mask": np.ones((1, total), dtype=np.int64),
+            "position_ids": np.arange(cache.length, total, dtype=np.int64)[None, :],
+            **cache.tensors,
+        }
+        logits, *presents = self.session.run(self.output_names, feeds)
+        cache.tensors = dict(zip(self.past_names, presents, strict=True))
+        cache.length = total
+        next_logits: np.ndarray = np.asarray(logits)[0, -1]
+        return next_logits
+
+
+@dataclass
+class Generation:
+    """One sequence being generated. Iterate it for text deltas (streaming); read the totals when done.
+
+    Stop sequences are searched in the decoded text, so they match across token boundaries; text that
+    could still turn into a stop sequence, or an incomplete UTF-8 character, is held back until the
+    next token settles it. The returned text never contains the stop sequence or the EOS token.
+    """
+
+    decoder: KVCacheDecoder
+    decode: Decode
+    prompt_ids: list[int]
+    max_new_tokens: int
+    sampler: Sampler
+    eos_token_ids: frozenset[int]
+    stop: tuple[str, ...] = ()
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: FinishReason | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def run(self) -> Generation:
+        """Generate to the end without streaming."""
+        for _ in self:
+            pass
+        return self
+
+    def __iter__(self) -> Iterator[str]:
+        cache = self.decoder.empty_cache()
+        logits = self.decoder.forward(self.prompt_ids, cache)
+        emitted = 0
+        text_ids: list[int] = []
+        while True:
+            token = self.sampler(logits)
+            self.token_ids.append(token)
+            if token in self.eos_token_ids:
+                self.finish_reason = FinishReason.STOP
+                break
+            text_ids.append(token)
+            full = self.decode(text_ids)
+            cut = _first_stop(full, self.stop)
+            if cut is not None:
+                self.text, self.finish_reason = full[:cut], FinishReason.STOP
+                break
+            self.text = full
+            if len(self.token_ids) >= self.max_new_tokens:
+                self.finish_reason = FinishReason.LENGTH
+                break
+            safe = _safe_prefix_length(full, self.stop)
+            if safe > emitted:
+                yield full[emitted:safe]
+                emitted = safe
+            logits = self.decoder.forward([token], cache)
+        if len(self.text) > emitted:
+            yield self.text[emitted:]
+
+
+def _first_stop(text: str, stop: tuple[str, ...]) -> int | None:
+    found = [index for s in stop if (index := text.find(s)) >= 0]
+    return min(found) if found else None
+
+
+def _safe_prefix_length(text: str, stop: tuple[str, ...]) -> int:
+    """How much of ``text`` can be sent now: not a partial character, not the start of a stop sequence."""
+    end = len(text)
+    while end and text[end - 1] == "\ufffd":
+        end -= 1
+    held = 0
+    for s in stop:
+        for k in range(min(len(s) - 1, end), 0, -1):
+            if text[end - k : end] == s[:k]:
+                held = max(held, k)
+                break
+    return end - held

@@ -1,0 +1,208 @@
+"""Text generation (decoder-only LMs with a KV cache): task API, OIP v2, and the pieces the OpenAI routes use."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, ValidationError, model_validator
+from tokenizers import Tokenizer
+
+from functions.errors import ArtifactError, InvalidInputError, PayloadTooLargeError
+from functions.inference.generation import (
+    ChatMessage,
+    Generation,
+    GenerationConfig,
+    KVCacheDecoder,
+    Sampler,
+    SamplingParams,
+    render_chat,
+)
+from functions.inference.generation.config import CONFIG_KEY
+from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
+from functions.inference.pipelines.text import TEXT_INPUT, texts_from_tensor
+from functions.manifest import Manifest, Task
+
+TEXT_OUTPUT = "text_output"
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 128
+
+
+class GenerationParameters(TaskParameters):
+    """Task-API / OIP parameters, named as in Hugging Face TGI."""
+
+    max_new_tokens: int | None = Field(None, ge=1, description="new tokens to generate at most (default: the model's)")
+    do_sample: bool | None = Field(
+        None, description="sample instead of greedy decoding (default: sample iff temperature/top_k/top_p is given)"
+    )
+    temperature: float | None = Field(None, ge=0, le=5, description="softmax temperature; 0 means greedy")
+    top_k: int | None = Field(None, ge=1, description="sample among the k most likely tokens")
+    top_p: float | None = Field(None, gt=0, le=1, description="sample among the smallest set with this mass")
+    seed: int | None = Field(None, ge=0, description="makes sampling reproducible")
+    stop: list[str] = Field(default_factory=list, description="stop before any of these strings (at most 4)")
+    return_full_text: bool = Field(False, description="prefix the prompt to the generated text")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GenerationParameters:
+        if self.do_sample is False and (self.temperature or self.top_k or self.top_p is not None):
+            raise ValueError("temperature/top_k/top_p only apply when do_sample is true (or left unset)")
+        return self
+
+    def sampling(self) -> SamplingParams:
+        sample = (
+            self.do_sample
+            if self.do_sample is not None
+            else any(v is not None for v in (self.temperature, self.top_k, self.top_p))
+        )
+        if not sample:
+            return SamplingParams(temperature=0.0, seed=self.seed)
+        return SamplingParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_k=self.top_k or 0,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            seed=self.seed,
+        )
+
+
+def check_stop(stop: list[str], param: str = "stop") -> tuple[str, ...]:
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise InvalidInputError(f"{param} has {len(stop)} sequences; at most {MAX_STOP_SEQUENCES}", param=param)
+    for index, item in enumerate(stop):
+        if not item or len(item) > MAX_STOP_CHARS:
+            raise InvalidInputError(
+                f"{param}[{index}] must be a non-empty string of at most {MAX_STOP_CHARS} characters",
+                param=f"{param}[{index}]",
+            )
+    return tuple(stop)
+
+
+class GenerationPipeline(Pipeline):
+    task = Task.TEXT_GENERATION
+    parameters_model = GenerationParameters
+
+    def __init__(self, directory: Path, manifest: Manifest, **kwargs: Any) -> None:
+        super().__init__(directory, manifest, **kwargs)
+        if manifest.tokenizer_file is None:
+            raise ArtifactError(f"{manifest.name}: a generation model needs a tokenizer file")
+        try:
+            self.config = GenerationConfig.model_validate(manifest.config.get(CONFIG_KEY, {}))
+        except ValidationError as exc:
+            raise ArtifactError(f"{manifest.name}: manifest.config.{CONFIG_KEY} is invalid: {exc}") from exc
+        self.tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.decoder = KVCacheDecoder(self.session)
+        self.eos_token_ids = frozenset(self.config.eos_token_ids)
+
+    # --- building blocks (also used by the OpenAI routes) -----------------------------------------
+    def encode(self, text: str, *, param: str = "inputs") -> list[int]:
+        """Prompt text → token ids, refusing prompts over the model's limits (413)."""
+        limits = self.limits
+        if len(text) > limits.max_input_chars:
+            raise PayloadTooLargeError(
+                f"{param} has {len(text)} characters; {self.name} accepts at most {limits.max_input_chars}",
+                param=param,
+            )
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=True).ids
+        if not ids:
+            raise InvalidInputError(f"{param} is empty: send a prompt of at least one token", param=param)
+        if len(ids) > limits.max_seq_len:
+            raise PayloadTooLargeError(
+                f"{param} has {len(ids)} tokens; {self.name} accepts prompts of at most {limits.max_seq_len} tokens. "
+                "Shorten the prompt",
+                param=param,
+            )
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        text: str = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text
+
+    def chat_prompt(self, messages: list[ChatMessage]) -> str:
+        return render_chat(messages, default_system_prompt=self.config.default_system_prompt)
+
+    def new_token_budget(self, prompt_tokens: int, requested: int | None, *, param: str = "max_new_tokens") -> int:
+        """The new-token limit for one request: 422 above the model's cap, 413 past its context."""
+        cap, room = self.config.max_new_tokens, self.config.context_length - prompt_tokens
+        if requested is None:
+            return max(1, min(self.config.default_max_new_tokens, room))
+        if requested > cap:
+            raise InvalidInputError(f"{param} is {requested}; {self.name} generates at most {cap} tokens", param=param)
+        if requested > room:
+            raise PayloadTooLargeError(
+                f"prompt ({prompt_tokens} tokens) + {param} ({requested}) exceeds the model's context of "
+                f"{self.config.context_length} tokens; lower {param} to at most {room}",
+                param=param,
+            )
+        return requested
+
+    def generation(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_new_tokens: int,
+        sampling: SamplingParams,
+        stop: tuple[str, ...] = (),
+    ) -> Generation:
+        """A not-yet-started generation: iterate it for streamed text, or call ``run()``."""
+        return Generation(
+            decoder=self.decoder,
+            decode=self.decode,
+            prompt_ids=prompt_ids,
+            max_new_tokens=max_new_tokens,
+            sampler=Sampler(sampling),
+            eos_token_ids=self.eos_token_ids,
+            stop=stop,
+        )
+
+    def generate(self, prompt: str, params: GenerationParameters, *, param: str = "inputs") -> Generation:
+        ids = self.encode(prompt, param=param)
+        budget = self.new_token_budget(len(ids), params.max_new_tokens)
+        return self.generation(ids, max_new_tokens=budget, sampling=params.sampling(), stop=check_stop(params.stop))
+
+    # --- task API and OIP -------------------------------------------------------------------------
+    def _prompts(self, inputs: list[Any]) -> list[str]:
+        for index, item in enumerate(inputs):
+            if not isinstance(item, str):
+                raise InvalidInputError(
+                    f"inputs[{index}] must be a prompt string, got {type(item).__name__}", param=f"inputs[{index}]"
+                )
+        if not inputs:
+            raise InvalidInputError("inputs is empty: send at least one prompt", param="inputs")
+        self.check_batch(len(inputs))
+        return list(inputs)
+
+    def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
+        params: GenerationParameters = self.parse_parameters(parameters)
+        prompts = self._prompts(inputs)
+        # Validate every prompt before generating any, so a bad item fails fast.
+        pending = [self.generate(p, params, param=f"inputs[{i}]") for i, p in enumerate(prompts)]
+        outputs = []
+        for prompt, generation in zip(prompts, pending, strict=True):
+            generation.run()
+            outputs.append(
+                {
+                    "generated_text": (prompt if params.return_full_text else "") + generation.text,
+                    "finish_reason": str(generation.finish_reason),
+                    "generated_tokens": generation.completion_tokens,
+                }
+            )
+        return TaskResult(outputs, sum(g.prompt_tokens for g in pending), [False] * len(prompts))
+
+    def oip_inputs(self) -> list[TensorMeta]:
+        return [TensorMeta(TEXT_INPUT, "BYTES", [-1])]
+
+    def oip_outputs(self) -> list[TensorMeta]:
+        return [TensorMeta(TEXT_OUTPUT, "BYTES", [-1])]
+
+    def infer_tensors(
+        self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None
+    ) -> dict[str, np.ndarray]:
+        result = self.predict(list(texts_from_tensor(tensors[TEXT_INPUT])), parameters)
+        return {TEXT_OUTPUT: np.array([o["generated_text"].encode() for o in result.outputs], dtype=object)}
+
+    def warmup(self) -> None:
+        ids = self.encode("Hello")
+        self.generation(ids, max_new_tokens=2, sampling=SamplingParams()).run()
