@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,9 +24,20 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     log_level: str = "INFO"
     service_name: str = "maas"
+    # Comma-separated keys accepted in ``x-api-key`` (API Gateway's header). Empty = no key required, which
+    # `maas serve` only allows on a loopback address. Health routes never need a key.
+    api_keys: SecretStr = SecretStr("")
+    # Admission control per process: at most this many requests in flight (0 = no cap), this many more
+    # waiting at most ``queue_timeout_s`` for a slot (then 503 + Retry-After); beyond that, 429 at once.
+    max_concurrency: int = Field(32, ge=0)
+    max_queue: int = Field(64, ge=0)
+    queue_timeout_s: float = Field(10.0, gt=0)
 
     def model_uris(self) -> list[str]:
         return [uri.strip() for uri in self.models.split(",") if uri.strip()]
+
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.get_secret_value().split(",") if key.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -117,11 +117,21 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8080,
 ) -> None:
-    """Serve models locally with uvicorn (the same app Lambda and the GPU container run)."""
+    """Serve models locally with uvicorn (the same app Lambda and the GPU container run).
+
+    Beyond loopback (e.g. --host 0.0.0.0) it refuses to start unless MAAS_API_KEYS is set; callers then send
+    a key in 'x-api-key'. Keys come from the environment only, never the command line (visible in `ps`).
+    """
+    from functions.api.security import UnsafeBindError, require_keys_for_host
     from functions.api.server import serve as run_server
     from functions.inference.registry import registry_from_settings
-    from functions.settings import Settings
+    from functions.settings import Settings, get_settings
 
+    try:
+        require_keys_for_host(host, get_settings().api_key_list())
+    except UnsafeBindError as exc:
+        console.print(exc.message, style="red", markup=False)
+        raise typer.Exit(2) from None
     uris = [resolve_model_uri(m) for m in models] if models else _built_models()
     if not uris:
         console.print("[red]no models: build one with `maas build minilm-embed` or pass artifact paths[/red]")

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from functions.api.errors import install_error_handlers
 from functions.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from functions.api.routers import oip, openai, task
+from functions.api.security import AdmissionControlMiddleware, ApiKeyMiddleware
 from functions.inference.registry import ModelRegistry
 from functions.settings import Settings, get_settings
 
@@ -24,6 +25,15 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None) -> Fas
     app.include_router(task.router)
     app.include_router(oip.router)
     app.include_router(openai.router)
+    # Outermost last: request id → API key → admission → body cap → routes. A caller without a key is
+    # refused before it can take a slot; a refused request never reads its body.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        AdmissionControlMiddleware,
+        max_concurrency=settings.max_concurrency,
+        max_queue=settings.max_queue,
+        queue_timeout_s=settings.queue_timeout_s,
+    )
+    app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list())
     app.add_middleware(RequestContextMiddleware)
     return app
