@@ -160,7 +160,10 @@ def run_s3_job(
     from functions.handlers import s3 as s3_handler
 
     settings = get_batch_settings()
-    key = f"{settings.input_prefix}{model}/{name or input_path.name}"
+    per_model_prefix = settings.input_prefix.rstrip("/").rsplit("/", 1)[-1] == model  # inputs/<model>/
+    name = name or input_path.name
+    relative = name if per_model_prefix else f"{model}/{name}"
+    key = settings.input_prefix + relative
     server = moto_server() if endpoint_url is None else nullcontext(endpoint_url)
     with server as url, aws_endpoint(url):
         client = boto3.client("s3")
@@ -170,8 +173,8 @@ def run_s3_job(
         event = s3_put_event(bucket, key, etag=head["ETag"], size=head["ContentLength"],
                              version_id=head.get("VersionId"))
         response = s3_handler.handler(event, LocalContext())
-        base = f"{settings.output_prefix}{model}/{name or input_path.name}"
-        summary = json.loads(client.get_object(Bucket=bucket, Key=f"{base}.summary.json")["Body"].read())
+        summary_key = f"{settings.output_prefix}{relative}.summary.json"
+        summary = json.loads(client.get_object(Bucket=bucket, Key=summary_key)["Body"].read())
         output_key = (summary.get("output") or {}).get("key")
         etag = client.head_object(Bucket=bucket, Key=output_key)["ETag"].strip('"') if output_key else None
         if out is not None and output_key:

@@ -65,11 +65,16 @@ class S3Job:
     bucket: str
     key: str
     model: str
-    name: str
+    folder: str  # the model's input folder: where the object and any images it names live
+    relative: str  # the key below the input prefix; outputs mirror it below the output prefix
     etag: str
     version_id: str | None
     sequencer: str
     size: int
+
+    @property
+    def name(self) -> str:
+        return self.key[len(self.folder):]
 
     def identity(self) -> dict[str, str]:
         return {"bucket": self.bucket, "key": self.key, "version": self.version_id or self.etag}
@@ -133,15 +138,29 @@ class S3JobRunner:
             skip = f"bucket {bucket!r} is not the batch bucket {settings.batch_bucket!r}"
         elif not key.startswith(settings.input_prefix):
             skip = f"key is outside the input prefix {settings.input_prefix!r}"
-        model, _, name = key[len(settings.input_prefix):].partition("/")
-        if skip is None and (not model or not name or name.endswith("/")):
-            skip = f"key must look like {settings.input_prefix}<model>/<name>"
+        relative = key[len(settings.input_prefix):]
+        model, folder = self._model_folder(relative)
+        if skip is None and (not model or key == folder or key.endswith("/")):
+            skip = f"key must look like {folder if model else settings.input_prefix + '<model>/'}<name>"
         if skip is not None:
             logger.warning("ignoring S3 event", extra={"bucket": bucket, "key": key, "reason": skip})
             return None
         obj = record.s3.get_object
-        return S3Job(bucket=bucket, key=key, model=model, name=name, etag=obj.etag.strip('"'),
+        return S3Job(bucket=bucket, key=key, model=model, folder=folder, relative=relative, etag=obj.etag.strip('"'),
                      version_id=obj.version_id, sequencer=obj.get("sequencer") or "", size=int(obj.get("size") or 0))
+
+    def _model_folder(self, relative: str) -> tuple[str, str]:
+        """The model a key belongs to, and that model's input folder.
+
+        Two layouts: one input prefix per function, ending in the model's folder (``inputs/<model>/``,
+        as infra deploys it), or one shared prefix (``inputs/``) with the model as the first folder.
+        """
+        prefix = self.settings.input_prefix
+        own = prefix.rstrip("/").rsplit("/", 1)[-1]
+        if own in self.registry.names():
+            return own, prefix
+        model, _, _ = relative.partition("/")
+        return (model, f"{prefix}{model}/") if "/" in relative else ("", prefix)
 
     def run(self, job: S3Job, context: Any = None) -> JobSummary:
         store = persistence_layer(self.settings, bucket=job.bucket, s3=self.s3, dynamodb=self.dynamodb)
@@ -156,9 +175,9 @@ class S3JobRunner:
         return summary
 
     def _keys(self, job: S3Job, fmt: InputFormat | None) -> tuple[str | None, str]:
-        base = f"{self.settings.output_prefix}{job.model}/"
-        output = base + output_name(job.name, fmt) if fmt is not None else None
-        return output, f"{base}{job.name}.summary.json"
+        base = f"{self.settings.output_prefix}{job.relative}"
+        output = self.settings.output_prefix + output_name(job.relative, fmt) if fmt is not None else None
+        return output, f"{base}.summary.json"
 
     def _run(self, *, job: dict[str, str], spec: S3Job) -> JobSummary:
         started, started_at = time.perf_counter(), datetime.now(UTC).isoformat()
@@ -339,7 +358,7 @@ class S3JobRunner:
     def _load_image(self, job: S3Job, record: InputRecord) -> None:
         """Fetch a manifest line's image; only objects under this model's input folder may be named."""
         raw = record.image_key or ""
-        folder = f"{self.settings.input_prefix}{job.model}/"
+        folder = job.folder
         key = raw if raw.startswith(self.settings.input_prefix) else job.key.rsplit("/", 1)[0] + "/" + raw
         if not key.startswith(folder) or ".." in key.split("/"):
             record.error = MalformedRecordError(f"line {record.line}: image {raw!r} must be under {folder}")

@@ -163,7 +163,7 @@ def test_events_the_function_must_not_act_on_are_logged_and_ignored(s3, handler,
     reasons = [r.reason for r in caplog.records if r.getMessage() == "ignoring S3 event"]
     assert len(reasons) == 4
     assert "outside the input prefix" in reasons[0] and "not the batch bucket" in reasons[1]
-    assert "<model>/<name>" in reasons[2] and "not an object creation" in reasons[3]
+    assert "key must look like" in reasons[2] and "not an object creation" in reasons[3]
 
 
 def test_csv_input_gives_jsonl_output_with_row_ids(s3, handler):
@@ -312,3 +312,18 @@ def test_sample_events_are_real_shaped():
     record = event["Records"][0]
     assert record["eventSource"] == "aws:s3" and record["eventName"].startswith("ObjectCreated:")
     assert {"bucket", "object", "s3SchemaVersion", "configurationId"} <= set(record["s3"])
+
+
+def test_per_model_prefixes_as_infra_deploys_them(s3, handler, monkeypatch):
+    # GIVEN the function's own folders, inputs/<model>/ → outputs/<model>/ (one prefix pair per function)
+    monkeypatch.setenv("MAAS_INPUT_PREFIX", f"inputs/{MODEL}/")
+    monkeypatch.setenv("MAAS_OUTPUT_PREFIX", f"outputs/{MODEL}/")
+    get_batch_settings.cache_clear()
+    # WHEN objects arrive directly in, and below, the model's folder THEN outputs mirror their paths
+    handler(upload(s3, f"inputs/{MODEL}/a.jsonl", b'{"id": 1, "inputs": "a"}\n'), LocalContext())
+    handler(upload(s3, f"inputs/{MODEL}/team/b.csv", b"text\nhello\n"), LocalContext())
+    assert read_jsonl(s3, f"outputs/{MODEL}/a.jsonl")[0]["id"] == 1
+    assert read_jsonl(s3, f"outputs/{MODEL}/team/b.csv.jsonl")[0]["id"] == 1
+    assert read_json(s3, f"outputs/{MODEL}/team/b.csv.summary.json")["counts"]["succeeded"] == 1
+    # AND records of the idempotency store stay under the function's output prefix
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outputs/{MODEL}/.idempotency/")["KeyCount"] == 2
