@@ -206,6 +206,11 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         tiers=tiers,
         tenants=tenants,
     )
+    if config.allow_missing_artifacts and config.packaging != "preview":
+        raise EnvironmentConfigError(
+            "allowMissingArtifacts=true is a preview of the infrastructure (cdk synth / cdk diff): it needs "
+            "-c packaging=preview, so a model without its artifact can never be deployed"
+        )
     if config.log_retention_days not in LOG_RETENTION_DAYS:
         raise EnvironmentConfigError(f"logRetentionDays must be one of {LOG_RETENTION_DAYS}")
     if len(config.availability_zones) < 2:

@@ -65,17 +65,21 @@ def request_schema(spec: ModelSpec, path: str) -> dict[str, Any]:
     limits = spec.limits
     text = {"type": "string", "maxLength": limits.max_input_chars}
     if path == "/v1/embeddings":
+        tokens = {"type": "array", "minItems": 1, "items": {"type": "integer"}}
         return {
             "$schema": JSON_SCHEMA,
             "title": "EmbeddingRequest",
             "type": "object",
-            "required": ["input"],
+            "required": ["input", "model"],
             "properties": {
                 "model": {"type": "string"},
+                # OpenAI's shapes: a string, a batch of strings, one token list, a batch of token lists.
                 "input": {
                     "oneOf": [
                         text,
                         {"type": "array", "minItems": 1, "maxItems": limits.max_batch, "items": text},
+                        tokens,
+                        {"type": "array", "minItems": 1, "maxItems": limits.max_batch, "items": tokens},
                     ]
                 },
             },
@@ -189,6 +193,7 @@ def _schema_kwargs(schema: Mapping[str, Any]) -> dict[str, Any]:
         "object": apigw.JsonSchemaType.OBJECT,
         "array": apigw.JsonSchemaType.ARRAY,
         "string": apigw.JsonSchemaType.STRING,
+        "integer": apigw.JsonSchemaType.INTEGER,
     }
     out: dict[str, Any] = {}
     for key, value in schema.items():

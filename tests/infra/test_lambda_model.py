@@ -162,12 +162,14 @@ def test_openai_embeddings_schema_enforces_the_models_limits(default_app: Synth,
             "Schema": Match.object_like(
                 {
                     "title": "EmbeddingRequest",
-                    "required": ["input"],
+                    "required": ["input", "model"],
                     "properties": Match.object_like(
                         {
                             "input": {
                                 "oneOf": [
                                     {"type": "string", "maxLength": limits["max_input_chars"]},
+                                    Match.object_like({"type": "array", "maxItems": limits["max_batch"]}),
+                                    Match.object_like({"type": "array", "items": {"type": "integer"}}),
                                     Match.object_like({"type": "array", "maxItems": limits["max_batch"]}),
                                 ]
                             }

@@ -55,6 +55,7 @@ def test_shipped_stage_files_are_valid() -> None:
         ({"vpcCidr": "10.0.0.0/8"}, r"must be a /16 to /20"),
         ({"stageRateLimit": "10"}, r"below the fastest tier"),
         ({"packaging": "sloppy"}, r"packaging must be one of strict, preview"),
+        ({"allowMissingArtifacts": "true", "packaging": "strict"}, r"needs -c packaging=preview"),
     ],
 )
 def test_invalid_settings_are_refused(context: dict[str, Any], message: str) -> None:
