@@ -14,6 +14,9 @@ Two phases per batch of messages:
 
 Delivery is idempotent per ``messageId`` when a store is configured, so an at-least-once redelivery
 does not send a second reply.
+
+A message whose body is an S3 notification (a bucket notifying the queue, as infra wires GPU
+models) runs that S3 batch job instead (``s3_jobs``); its failure fails the message.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from functions.batch.engine import RunStats, WorkItem, run_items
 from functions.batch.exceptions import PoisonMessageError
 from functions.batch.idempotency import persistence_layer
 from functions.batch.replies import Destination, QueueDestination, ReplyAllowList
+from functions.batch.s3_jobs import S3JobRunner
 from functions.batch.telemetry import MetricUnit, logger, metrics
 from functions.batch.types import InferenceReply, InferenceRequest
 from functions.errors import MaasError
@@ -56,6 +60,7 @@ class Prepared:
     reply: InferenceReply | None = None
     destination: Destination | None = None
     error: Exception | None = None
+    s3_event: dict[str, Any] | None = None  # an S3 notification delivered through the queue
 
 
 class SqsInferenceRunner:
@@ -65,6 +70,7 @@ class SqsInferenceRunner:
         self.settings, self.registry = settings, registry
         self.s3, self.sqs, self.dynamodb = s3, sqs, dynamodb
         self.allowlist: ReplyAllowList = settings.allowlist()
+        self.s3_jobs = S3JobRunner(settings, registry, s3, dynamodb)
 
     def handle(self, event: dict[str, Any], context: Any = None) -> PartialItemFailureResponse:
         records = [SQSRecord(raw) for raw in event.get("Records", [])]
@@ -76,6 +82,9 @@ class SqsInferenceRunner:
             try:
                 if item.error is not None:
                     raise item.error
+                if item.s3_event is not None:
+                    jobs = self.s3_jobs.handle(item.s3_event, context)
+                    return f"{len(jobs['jobs'])} S3 job(s)"
                 assert item.reply is not None and item.destination is not None
                 destination: str = deliver(message_id=record.message_id, reply=item.reply,
                                            destination=item.destination)
@@ -96,7 +105,11 @@ class SqsInferenceRunner:
         by_model: dict[str, list[tuple[str, InferenceRequest]]] = {}
         for record in records:
             try:
-                request, destination = self._parse(record)
+                body = _json_body(record)
+                if _is_s3_notification(body):
+                    prepared[record.message_id] = Prepared(s3_event=body)
+                    continue
+                request, destination = self._parse(body)
             except MaasError as exc:
                 prepared[record.message_id] = Prepared(error=exc)
                 continue
@@ -111,11 +124,9 @@ class SqsInferenceRunner:
                     prepared[message_id] = Prepared(error=exc)
         return prepared
 
-    def _parse(self, record: SQSRecord) -> tuple[InferenceRequest, Destination]:
+    def _parse(self, body: Any) -> tuple[InferenceRequest, Destination]:
         try:
-            request = InferenceRequest.model_validate(json.loads(record.body))
-        except json.JSONDecodeError as exc:
-            raise PoisonMessageError(f"message body is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+            request = InferenceRequest.model_validate(body)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
@@ -169,6 +180,23 @@ class SqsInferenceRunner:
             self.s3.put_object(Bucket=destination.bucket, Key=destination.key_for(reply["id"]),
                                Body=body.encode(), ContentType="application/json")
         return str(destination)
+
+
+def _json_body(record: SQSRecord) -> Any:
+    try:
+        return json.loads(record.body)
+    except json.JSONDecodeError as exc:
+        raise PoisonMessageError(f"message body is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+
+
+def _is_s3_notification(body: Any) -> bool:
+    if not isinstance(body, dict):
+        return False
+    if body.get("Event") == "s3:TestEvent":  # sent once when a notification is configured
+        return True
+    records = body.get("Records")
+    return isinstance(records, list) and bool(records) and isinstance(records[0], dict) and \
+        records[0].get("eventSource") == "aws:s3"
 
 
 def _failure_log(record: SQSRecord, error: Exception) -> dict[str, Any]:
