@@ -14,7 +14,7 @@ import re
 import tomllib
 import types
 from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -334,8 +334,7 @@ def _assign_openai_paths(specs: list[ModelSpec]) -> tuple[ModelSpec, ...]:
         chosen = claimed[0] if claimed else (auto[0] if auto else None)
         if chosen:
             owner[path] = chosen
-    result = []
-    for spec in specs:
-        paths = tuple(p for p, model in sorted(owner.items()) if model == spec.name)
-        result.append(ModelSpec(**{**spec.__dict__, "openai_paths": paths}))
-    return tuple(result)
+    return tuple(
+        replace(spec, openai_paths=tuple(p for p, model in sorted(owner.items()) if model == spec.name))
+        for spec in specs
+    )

@@ -22,6 +22,22 @@ from infra.settings import EnvironmentConfig
 FIVE_MINUTES = cdk.Duration.minutes(5)
 
 
+def above(
+    scope: Construct, construct_id: str, metric: cw.IMetric, threshold: float, description: str, *, periods: int = 1
+) -> cw.Alarm:
+    """An alarm when ``metric`` stays above ``threshold`` for ``periods`` periods; no data is not a breach."""
+    return cw.Alarm(
+        scope,
+        construct_id,
+        alarm_description=description,
+        metric=metric,
+        threshold=threshold,
+        comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+        evaluation_periods=periods,
+        treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+    )
+
+
 @dataclass(frozen=True)
 class ModelSignals:
     """The metrics one model's alarms watch, whatever its target."""
@@ -52,49 +68,28 @@ class ModelAlarms(Construct):
         action = actions.SnsAction(topic)
         name = f"{settings.prefix}-{spec.name}"
         self.alarms: dict[str, cw.Alarm] = {
-            "errors": cw.Alarm(
-                self,
-                "Errors",
-                alarm_description=f"{name}: invocations failed (unhandled errors, timeouts or 5XX)",
-                metric=signals.errors,
-                threshold=0,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            "errors": above(
+                self, "Errors", signals.errors, 0, f"{name}: invocations failed (unhandled errors, timeouts or 5XX)"
             ),
-            "throttles": cw.Alarm(
-                self,
-                "Throttles",
-                alarm_description=f"{name}: {signals.throttles_description}",
-                metric=signals.throttles,
-                threshold=0,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
-            ),
-            "latency": cw.Alarm(
+            "throttles": above(self, "Throttles", signals.throttles, 0, f"{name}: {signals.throttles_description}"),
+            "latency": above(
                 self,
                 "LatencyP99",
-                alarm_description=f"{name}: p99 latency above {signals.latency_threshold_ms:.0f} ms for 15 minutes",
-                metric=signals.latency_p99,
-                threshold=signals.latency_threshold_ms,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=3,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                signals.latency_p99,
+                signals.latency_threshold_ms,
+                f"{name}: p99 latency above {signals.latency_threshold_ms:.0f} ms for 15 minutes",
+                periods=3,
             ),
         }
         for index, queue in enumerate(signals.dead_letter_queues):
-            self.alarms[f"dlq{index}"] = cw.Alarm(
+            self.alarms[f"dlq{index}"] = above(
                 self,
                 f"DeadLetters{index}",
-                alarm_description=f"{name}: messages in a dead-letter queue (failed after all retries)",
-                metric=queue.metric_approximate_number_of_messages_visible(
+                queue.metric_approximate_number_of_messages_visible(
                     period=cdk.Duration.minutes(1), statistic="Maximum"
                 ),
-                threshold=0,
-                comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                evaluation_periods=1,
-                treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+                0,
+                f"{name}: messages in a dead-letter queue (failed after all retries)",
             )
         for alarm in self.alarms.values():
             alarm.add_alarm_action(action)
@@ -143,26 +138,21 @@ class ApiAlarms(Construct):
             )
 
         action = actions.SnsAction(topic)
-        server_errors = cw.Alarm(
+        server_errors = above(
             self,
             "ServerErrorRate",
-            alarm_description=f"{settings.api_name}: more than 1% of requests answered 5XX for 15 minutes",
-            metric=metric("5XXError", "Average"),
-            threshold=0.01,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=3,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            metric("5XXError", "Average"),
+            0.01,
+            f"{settings.api_name}: more than 1% of requests answered 5XX for 15 minutes",
+            periods=3,
         )
-        timeout_ms = 1000 * settings.api_timeout_quota_s
-        latency = cw.Alarm(
+        latency = above(
             self,
             "LatencyP99",
-            alarm_description=f"{settings.api_name}: p99 latency above 80% of the integration timeout",
-            metric=metric("Latency", "p99"),
-            threshold=0.8 * timeout_ms,
-            comparison_operator=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-            evaluation_periods=3,
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+            metric("Latency", "p99"),
+            0.8 * 1000 * settings.api_timeout_quota_s,
+            f"{settings.api_name}: p99 latency above 80% of the integration timeout",
+            periods=3,
         )
         for alarm in (server_errors, latency):
             alarm.add_alarm_action(action)

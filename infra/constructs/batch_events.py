@@ -39,17 +39,8 @@ class BatchEvents(Construct):
         sqs_function: lambda_.IFunction | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.dead_letter_queue = sqs.Queue(
-            self,
-            "DeadLetterQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=cdk.Duration.days(14),
-        )
-        nag.acknowledge(
-            self.dead_letter_queue,
-            "AwsSolutions-SQS3",
-            "This queue is itself the dead-letter queue of the model's job queue",
+        self.dead_letter_queue = _dead_letter_queue(
+            self, "DeadLetterQueue", "This queue is itself the dead-letter queue of the model's job queue"
         )
         self.queue = sqs.Queue(
             self,
@@ -87,17 +78,8 @@ class BatchEvents(Construct):
         s3_function: lambda_.IFunction,
         sqs_function: lambda_.IFunction,
     ) -> None:
-        self.failure_queue = sqs.Queue(
-            self,
-            "S3FailureQueue",
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-            enforce_ssl=True,
-            retention_period=cdk.Duration.days(14),
-        )
-        nag.acknowledge(
-            self.failure_queue,
-            "AwsSolutions-SQS3",
-            "This queue is the on-failure destination (a DLQ) of the S3-triggered function",
+        self.failure_queue = _dead_letter_queue(
+            self, "S3FailureQueue", "This queue is the on-failure destination (a DLQ) of the S3-triggered function"
         )
         s3_function.configure_async_invoke(
             retry_attempts=S3_ASYNC_RETRIES,
@@ -116,3 +98,16 @@ class BatchEvents(Construct):
                 max_concurrency=spec.deploy.batch_max_concurrency if isinstance(spec.deploy, LambdaDeploy) else None,
             )
         )
+
+
+def _dead_letter_queue(scope: Construct, construct_id: str, role: str) -> sqs.Queue:
+    """A queue where failed work waits 14 days for inspection or redrive (alarmed on depth > 0)."""
+    queue = sqs.Queue(
+        scope,
+        construct_id,
+        encryption=sqs.QueueEncryption.SQS_MANAGED,
+        enforce_ssl=True,
+        retention_period=cdk.Duration.days(14),
+    )
+    nag.acknowledge(queue, "AwsSolutions-SQS3", role)
+    return queue

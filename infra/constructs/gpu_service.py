@@ -96,27 +96,16 @@ class GpuService(Construct):
         )
         cpu = deploy.cpu_units or (instance.vcpus * 1024 - 512)
 
-        server_task = self._task_definition("Server", image, SERVER_COMMAND, environment, log_group, cpu, deploy)
+        server_task = self._task_definition(
+            "Server", image, SERVER_COMMAND, environment, log_group, cpu, deploy, serves_http=True
+        )
         server_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=vpc, description=f"maas {spec.name} GPU tasks", allow_all_outbound=True
         )
-        self.service = ecs.Ec2Service(
-            self,
-            "Service",
-            cluster=self.cluster,
-            task_definition=server_task,
-            desired_count=deploy.min_tasks,
-            min_healthy_percent=100,
-            max_healthy_percent=200,
-            health_check_grace_period=cdk.Duration.minutes(3),  # instance start + image pull + model load
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            capacity_provider_strategies=[
-                ecs.CapacityProviderStrategy(capacity_provider=self.capacity.capacity_provider_name, weight=1)
-            ],
-            security_groups=[self.task_security_group],
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            enable_ecs_managed_tags=True,
+        # Rolling deploys start the new task first: a GPU per task means one more instance for a while.
+        self.service = self._service(
+            "Service", server_task, deploy.min_tasks, healthy_percent=(100, 200), load_balanced=True
         )
         scaling = self.service.auto_scale_task_count(min_capacity=deploy.min_tasks, max_capacity=deploy.max_tasks)
         scaling.scale_on_cpu_utilization(
@@ -131,7 +120,9 @@ class GpuService(Construct):
             self, "VpcLink", targets=[self.load_balancer], description=f"API Gateway → maas {spec.name} NLB"
         )
 
-        worker_task = self._task_definition("Worker", image, WORKER_COMMAND, environment, log_group, cpu, deploy)
+        worker_task = self._task_definition(
+            "Worker", image, WORKER_COMMAND, environment, log_group, cpu, deploy, serves_http=False
+        )
         worker_task.default_container.add_environment("MAAS_QUEUE_URL", queue.queue_url)  # type: ignore[union-attr]
         batch = access.batch_statements(spec)
         for statement in batch:
@@ -139,21 +130,8 @@ class GpuService(Construct):
         access.acknowledge_prefix_wildcards(self, batch)
         worker_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
         queue.grant_consume_messages(worker_task.task_role)
-        self.worker = ecs.Ec2Service(
-            self,
-            "Worker",
-            cluster=self.cluster,
-            task_definition=worker_task,
-            desired_count=deploy.worker_min_tasks,
-            min_healthy_percent=0,
-            max_healthy_percent=100,
-            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
-            capacity_provider_strategies=[
-                ecs.CapacityProviderStrategy(capacity_provider=self.capacity.capacity_provider_name, weight=1)
-            ],
-            security_groups=[self.task_security_group],
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            enable_ecs_managed_tags=True,
+        self.worker = self._service(
+            "Worker", worker_task, deploy.worker_min_tasks, healthy_percent=(0, 100), load_balanced=False
         )
         worker_scaling = self.worker.auto_scale_task_count(
             min_capacity=deploy.worker_min_tasks, max_capacity=max(worker_max, 1)
@@ -196,6 +174,35 @@ class GpuService(Construct):
                     {"integration.request.path.proxy": "method.request.path.proxy"} if "{proxy}" in uri_path else None
                 ),
             ),
+        )
+
+    def _service(
+        self,
+        construct_id: str,
+        task: ecs.Ec2TaskDefinition,
+        desired: int,
+        *,
+        healthy_percent: tuple[int, int],
+        load_balanced: bool,
+    ) -> ecs.Ec2Service:
+        """An ECS service on the GPU capacity provider, in the private subnets, rolled back on failure."""
+        return ecs.Ec2Service(
+            self,
+            construct_id,
+            cluster=self.cluster,
+            task_definition=task,
+            desired_count=desired,
+            min_healthy_percent=healthy_percent[0],
+            max_healthy_percent=healthy_percent[1],
+            # instance start + image pull + model load, before the load balancer's checks count
+            health_check_grace_period=cdk.Duration.minutes(3) if load_balanced else None,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider=self.capacity.capacity_provider_name, weight=1)
+            ],
+            security_groups=[self.task_security_group],
+            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
+            enable_ecs_managed_tags=True,
         )
 
     def _capacity(
@@ -302,6 +309,8 @@ class GpuService(Construct):
         log_group: logs.ILogGroup,
         cpu: int,
         deploy: GpuDeploy,
+        *,
+        serves_http: bool,
     ) -> ecs.Ec2TaskDefinition:
         task = ecs.Ec2TaskDefinition(self, f"{construct_id}Task", network_mode=ecs.NetworkMode.AWS_VPC)
         container = task.add_container(
@@ -323,11 +332,11 @@ class GpuService(Construct):
                     retries=3,
                     start_period=cdk.Duration.seconds(120),
                 )
-                if command is SERVER_COMMAND
+                if serves_http
                 else None
             ),
         )
-        if command is SERVER_COMMAND:
+        if serves_http:
             container.add_port_mappings(ecs.PortMapping(container_port=PORT, protocol=ecs.Protocol.TCP))
         return task
 

@@ -46,47 +46,31 @@ class SharedStack(cdk.Stack):
         removal = data_removal_policy(settings)
         self.data_key = self._data_key(removal)
         self.logs_bucket = self._logs_bucket(removal)
-        self.artifact_bucket = s3.Bucket(
-            self,
+        abort_uploads = s3.LifecycleRule(
+            id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)
+        )
+        self.artifact_bucket = self._data_bucket(
             "ArtifactBucket",
-            bucket_name=settings.bucket_name("artifacts"),
+            "artifacts",
+            removal,
             versioned=True,
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.data_key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            server_access_logs_bucket=self.logs_bucket,
-            server_access_logs_prefix="s3/artifacts/",
             lifecycle_rules=[
                 s3.LifecycleRule(id="expire-old-versions", noncurrent_version_expiration=cdk.Duration.days(90)),
-                s3.LifecycleRule(id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)),
+                abort_uploads,
             ],
-            removal_policy=removal,
         )
         retention = cdk.Duration.days(settings.batch_retention_days)
-        self.batch_bucket = s3.Bucket(
-            self,
+        # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
+        self.batch_bucket = self._data_bucket(
             "BatchBucket",
-            bucket_name=settings.bucket_name("batch"),
-            encryption=s3.BucketEncryption.KMS,
-            encryption_key=self.data_key,
-            bucket_key_enabled=True,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            enforce_ssl=True,
-            minimum_tls_version=1.2,
-            server_access_logs_bucket=self.logs_bucket,
-            server_access_logs_prefix="s3/batch/",
-            # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
+            "batch",
+            removal,
+            versioned=False,
             lifecycle_rules=[
                 s3.LifecycleRule(id="expire-inputs", prefix="inputs/", expiration=retention),
                 s3.LifecycleRule(id="expire-outputs", prefix="outputs/", expiration=retention),
-                s3.LifecycleRule(id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)),
+                abort_uploads,
             ],
-            removal_policy=removal,
         )
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", display_name=f"{settings.prefix} alarms", master_key=self.data_key, enforce_ssl=True
@@ -151,6 +135,34 @@ class SharedStack(cdk.Stack):
             )
         )
         return key
+
+    def _data_bucket(
+        self,
+        construct_id: str,
+        role: str,
+        removal: cdk.RemovalPolicy,
+        *,
+        versioned: bool,
+        lifecycle_rules: list[s3.LifecycleRule],
+    ) -> s3.Bucket:
+        """A private, KMS-encrypted, TLS-only bucket whose access is logged under ``s3/<role>/``."""
+        return s3.Bucket(
+            self,
+            construct_id,
+            bucket_name=self.settings.bucket_name(role),
+            versioned=versioned,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=self.data_key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            enforce_ssl=True,
+            minimum_tls_version=1.2,
+            server_access_logs_bucket=self.logs_bucket,
+            server_access_logs_prefix=f"s3/{role}/",
+            lifecycle_rules=lifecycle_rules,
+            removal_policy=removal,
+        )
 
     def _logs_bucket(self, removal: cdk.RemovalPolicy) -> s3.Bucket:
         bucket = s3.Bucket(
