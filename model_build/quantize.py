@@ -90,6 +90,13 @@ PRESETS: dict[str, QuantPreset] = {
             op_types=("MatMul",),
             description="4-bit block-wise weight-only MatMulNBits (for memory-bound decoders)",
         ),
+        QuantPreset(
+            "int8-weight-only",
+            "weight-only",
+            bits=8,
+            op_types=("MatMul",),
+            description="8-bit block-wise weight-only MatMulNBits, int8 compute (SmolLM2: int4 costs 40% top-1)",
+        ),
     )
 }
 
