@@ -7,12 +7,14 @@ from __future__ import annotations
 from functions.manifest import Task
 from model_build.recipes.base import Recipe
 from model_build.recipes.encoder import EncoderRecipe
+from model_build.recipes.generation import GenerationRecipe
 from model_build.recipes.seq2seq import Seq2SeqRecipe
 
 RECIPES: dict[Task, type[Recipe]] = {
     Task.SENTENCE_EMBEDDINGS: EncoderRecipe,
     Task.TEXT_CLASSIFICATION: EncoderRecipe,
     Task.TRANSLATION: Seq2SeqRecipe,
+    Task.TEXT_GENERATION: GenerationRecipe,
 }
 
 

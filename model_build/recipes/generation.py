@@ -36,7 +36,7 @@ DEFAULT_MAX_NEW_TOKENS = 64
 GREEDY_NEW_TOKENS = 24
 # Perplexity of the served model on the held-out text may exceed torch's by at most this fraction
 # (catalog Gates has no field for it yet; `quantized_max_perplexity_increase` is read if it appears).
-MAX_PERPLEXITY_INCREASE = 0.10
+MAX_PERPLEXITY_INCREASE = 0.02
 FP32_TEACHER_FORCED_PARAGRAPHS = 2
 
 PARITY_PROMPTS: list[str | list[tuple[str, str]]] = [
