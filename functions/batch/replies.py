@@ -58,11 +58,15 @@ def parse_destination(uri: str) -> Destination:
     """Parse an ``s3://bucket/prefix`` or SQS queue URL; raise ReplyRefusedError when malformed."""
     if not isinstance(uri, str) or not uri or any(ord(c) < 32 for c in uri):
         raise ReplyRefusedError("reply_to must be an s3://bucket/prefix URI or an SQS queue URL", param="reply_to")
-    parsed = urlparse(uri)
+    try:
+        parsed = urlparse(uri)
+        host = parsed.hostname or ""
+    except ValueError as exc:  # e.g. a netloc that NFKC-normalises into URL syntax (fullwidth '/')
+        raise ReplyRefusedError(f"reply_to {uri!r} is not a valid URI: {exc}", param="reply_to") from exc
     if parsed.scheme == "s3":
         return _parse_s3(uri, parsed.netloc, parsed.path)
     if parsed.scheme in ("https", "http"):
-        return _parse_queue(uri, parsed.scheme, parsed.hostname or "", parsed.path)
+        return _parse_queue(uri, parsed.scheme, host, parsed.path)
     raise ReplyRefusedError(
         f"reply_to {uri!r}: scheme must be s3:// or https:// (an SQS queue URL)", param="reply_to"
     )

@@ -113,6 +113,10 @@ class SqsInferenceRunner:
             except MaasError as exc:
                 prepared[record.message_id] = Prepared(error=exc)
                 continue
+            except Exception as exc:  # a parsing bug must still fail only this message, never the batch
+                logger.exception("unexpected error reading a message", extra={"message_id": record.message_id})
+                prepared[record.message_id] = Prepared(error=exc)
+                continue
             prepared[record.message_id] = Prepared(destination=destination)
             by_model.setdefault(request.model, []).append((record.message_id, request))
         for model, requests in by_model.items():

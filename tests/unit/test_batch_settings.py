@@ -81,6 +81,7 @@ def test_allowlist_covers_prefixes_by_whole_segments_and_queues_exactly():
         "https://sqs.eu-west-1.amazonaws.com/123456789012/results-2",
         "https://evil.example.com/123456789012/results",
         "http://sqs.eu-west-1.amazonaws.com/123456789012/results",  # not TLS
+        "s3://results-bucket\uff0fteam-a/",  # urllib raises ValueError on this netloc
         42,
     ):
         with pytest.raises(ReplyRefusedError):
