@@ -37,9 +37,9 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from pydantic import ValidationError
 
 from functions.batch.engine import RunStats, WorkItem, run_items
-from functions.batch.exceptions import PoisonMessageError
+from functions.batch.exceptions import PoisonMessageError, ReplyRefusedError
 from functions.batch.idempotency import persistence_layer
-from functions.batch.replies import Destination, QueueDestination, ReplyAllowList
+from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination
 from functions.batch.s3_jobs import S3JobRunner
 from functions.batch.telemetry import MetricUnit, logger, metrics
 from functions.batch.types import InferenceReply, InferenceRequest
@@ -136,8 +136,20 @@ class SqsInferenceRunner:
             where = ".".join(str(p) for p in first["loc"]) or "body"
             raise PoisonMessageError(f"message {where}: {first['msg']}", param=where) from exc
         destination = self.allowlist.resolve(request.reply_to)  # never write where configuration does not allow
+        if isinstance(destination, S3Destination):
+            self._refuse_reserved(destination.bucket, destination.key_for(request.id))
         self.registry.get(request.model)  # ModelNotFoundError: this function does not serve that model
         return request, destination
+
+    def _refuse_reserved(self, bucket: str, key: str) -> None:
+        """A reply may share a prefix with batch outputs, but never overwrite a summary or a dedupe record."""
+        settings = self.settings
+        if settings.batch_bucket and bucket != settings.batch_bucket:
+            return
+        if key.startswith(settings.idempotency_prefix) or key.endswith(".summary.json") \
+                or key.startswith(settings.input_prefix):
+            raise ReplyRefusedError(f"reply key s3://{bucket}/{key} is reserved for batch jobs; use another id "
+                                    "or reply_to", param="reply_to")
 
     def _infer(self, model: str, requests: list[tuple[str, InferenceRequest]], prepared: dict[str, Prepared]) -> None:
         pipeline = self.registry.get(model)

@@ -187,3 +187,17 @@ def test_sample_event_through_maas_invoke_dispatch(aws, handler, monkeypatch):
     assert len(response["batchItemFailures"]) == 4
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket="maas-local", Prefix="replies/")["Contents"]]
     assert sorted(keys) == ["replies/req-embed-1.json", "replies/req-intent-1.json"]
+
+
+def test_a_reply_can_never_overwrite_batch_job_state(aws, handler, monkeypatch):
+    # GIVEN replies allowed into the batch bucket's output prefix (as infra allows them)
+    monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", f"s3://{STATE_BUCKET}/outputs/")
+    get_batch_settings.cache_clear()
+    reply_to = f"s3://{STATE_BUCKET}/outputs/minilm-embed/"
+    event = sqs_event([request("big.jsonl.summary", ["x"], reply_to=reply_to),
+                       request("h", ["x"], reply_to=f"s3://{STATE_BUCKET}/outputs/.idempotency/"),
+                       request("fine", ["x"], reply_to=reply_to)])
+    # WHEN handled THEN ids that would land on a job summary or a dedupe record are refused, alone
+    ids = [r["messageId"] for r in event["Records"]]
+    assert failed_ids(handler(event, LocalContext())) == set(ids[:2])
+    assert aws.s3.head_object(Bucket=STATE_BUCKET, Key="outputs/minilm-embed/fine.json")
