@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from functions.api.errors import install_error_handlers
 from functions.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from functions.api.routers import oip, openai, task
+from functions.api.routers import generation, oip, openai, task
 from functions.api.security import AdmissionControlMiddleware, ApiKeyMiddleware
 from functions.inference.registry import ModelRegistry
 from functions.settings import Settings, get_settings
@@ -25,6 +25,7 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None) -> Fas
     app.include_router(task.router)
     app.include_router(oip.router)
     app.include_router(openai.router)
+    app.include_router(generation.router)
     # Outermost last: request id → API key → admission → body cap → routes. A caller without a key is
     # refused before it can take a slot; a refused request never reads its body.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)

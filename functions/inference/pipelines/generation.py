@@ -123,11 +123,16 @@ class GenerationPipeline(Pipeline):
     def chat_prompt(self, messages: list[ChatMessage]) -> str:
         return render_chat(messages, default_system_prompt=self.config.default_system_prompt)
 
-    def new_token_budget(self, prompt_tokens: int, requested: int | None, *, param: str = "max_new_tokens") -> int:
-        """The new-token limit for one request: 422 above the model's cap, 413 past its context."""
+    def new_token_budget(
+        self, prompt_tokens: int, requested: int | None, *, param: str = "max_new_tokens", default: int | None = None
+    ) -> int:
+        """The new-token limit for one request: 422 above the model's cap, 413 past its context.
+
+        Without a request, ``default`` (else the model's default) is used, cut to the room left in the context.
+        """
         cap, room = self.config.max_new_tokens, self.config.context_length - prompt_tokens
         if requested is None:
-            return max(1, min(self.config.default_max_new_tokens, room))
+            return max(1, min(default or self.config.default_max_new_tokens, cap, room))
         if requested > cap:
             raise InvalidInputError(f"{param} is {requested}; {self.name} generates at most {cap} tokens", param=param)
         if requested > room:
