@@ -84,6 +84,11 @@ PRESETS: dict[str, QuantPreset] = {
             description="dynamic INT8 per-channel; both FFN projections as 8-bit block-wise (best quality)",
         ),
         QuantPreset(
+            "int8-static-qdq-per-channel",
+            "static",
+            description="static INT8 (QDQ): per-channel weights, activation ranges (min/max) from calibration images",
+        ),
+        QuantPreset(
             "int4-weight-only",
             "weight-only",
             bits=4,
@@ -210,7 +215,9 @@ def quantize_static(model_in: Path, model_out: Path, preset: QuantPreset, calibr
     """Static INT8 in QDQ format: activation ranges measured on real inputs, weights per channel.
 
     ``calibration`` is an ORT ``CalibrationDataReader`` (``get_next()`` returns feeds, then None); it
-    should preprocess its inputs with the runtime's own code so the ranges match what is served.
+    should preprocess its inputs with the runtime's own code so the ranges match what is served. A reader
+    that also has ``__len__`` and ``set_range(start_index, end_index)`` is calibrated one batch at a time
+    (ranges merged batch by batch), so memory holds one batch's activations instead of all of them.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
@@ -234,7 +241,7 @@ def quantize_static(model_in: Path, model_out: Path, preset: QuantPreset, calibr
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=methods[preset.calibration],
-        # Merge ranges every few batches instead of keeping every intermediate tensor in memory.
-        extra_options={"CalibMaxIntermediateOutputs": 4},
+        # Not CalibMaxIntermediateOutputs: ORT 1.31 discards (does not merge) the batches it flushes.
+        extra_options={"CalibStridedMinMax": 1} if hasattr(calibration, "set_range") else {},
     )
     return preset.record()
