@@ -158,6 +158,21 @@ def invoke(
 
 
 @app.command()
+def batch(
+    input_file: Annotated[Path, typer.Argument(help="a JSONL/CSV file (or image) to run as an S3 batch job")],
+    model: Annotated[str, typer.Option(help="catalog name of a built model")],
+    out: Annotated[Path | None, typer.Option(help="where to download the output")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="running S3 endpoint (default: local moto)")] = None,
+) -> None:
+    """Run an S3 batch job end to end through the real S3 handler against a local S3 API (moto) or --endpoint-url."""
+    os.environ.setdefault("MAAS_MODELS", resolve_model_uri(model))
+    from functions.batch.local import run_s3_job
+
+    result = run_s3_job(input_file, model=model, out=out, endpoint_url=endpoint_url)
+    console.print_json(json.dumps(result.summary))
+
+
+@app.command()
 def bench(
     model: Annotated[str, typer.Argument(help="catalog model name (built)")],
     seq: int = 128,

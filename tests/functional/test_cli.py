@@ -68,3 +68,15 @@ def test_publish_to_a_real_s3_endpoint(built_artifacts, monkeypatch):
         assert f"{prefix}/manifest.json" in keys and f"{prefix}/model.onnx" in keys
     finally:
         server.stop()
+
+
+def test_batch_runs_an_s3_job_through_a_local_s3_api(built_artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAAS_MODELS", str(built_artifacts["minilm-embed"]))
+    source = tmp_path / "job.jsonl"
+    source.write_text('{"id": "a", "inputs": "hello"}\n{"id": "b", "inputs": 7}\n{"id": "c", "inputs": "bye"}\n')
+    out = tmp_path / "job.out.jsonl"
+    result = runner.invoke(app, ["batch", str(source), "--model", "minilm-embed", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["a", "b", "c"]
+    assert len(lines[0]["output"]) == 384 and lines[1]["error"]["code"] == "invalid_input"
