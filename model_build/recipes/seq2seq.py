@@ -85,11 +85,12 @@ class Seq2SeqRecipe(Recipe):
         reference = [torch_generate(self.model, _torch(b), max_new_tokens=max_new) for b in batches]
         greedy = [fp32.generate(b, max_new_tokens=max_new) for b in batches]
         served_greedy = [served.generate(b, max_new_tokens=max_new) for b in batches]
-        diffs, agree, positions = [], 0, 0
+        diffs, scale, agree, positions = [], 0.0, 0, 0
         for batch, ref in zip(batches, reference, strict=True):
             expected = torch_step_logits(self.model, _torch(batch), ref).numpy()
             valid = _valid_positions(ref, expected.shape[1])
             diffs.append(float(np.abs(fp32.forced_logits(batch, ref) - expected)[valid].max()))
+            scale = max(scale, float(np.abs(expected[valid]).max()))
             served_top1 = served.forced_logits(batch, ref).argmax(-1)
             agree += int((served_top1 == expected.argmax(-1))[valid].sum())
             positions += int(valid.sum())
@@ -113,7 +114,7 @@ class Seq2SeqRecipe(Recipe):
                 max(diffs),
                 self.entry.gates.fp32_max_abs_diff,
                 "<=",
-                f"logits along torch's outputs, {positions} positions",
+                f"logits along torch's outputs, {positions} positions, largest |logit| {scale:.3g}",
             ),
         ]
         if self.entry.gates.quantized_top1_agreement is not None:

@@ -251,16 +251,23 @@ def torch_generate(
     model: PreTrainedModel, batch: dict[str, torch.Tensor], *, max_new_tokens: int, num_beams: int = 1
 ) -> list[list[int]]:
     """transformers' own ``generate`` (no sampling): the new ids per input, up to and including the first EOS."""
+    from transformers.utils import logging as hf_logging
+
     eos = set(_ids(model.generation_config.eos_token_id))
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            do_sample=False,
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=1,
-        )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "max_new_tokens takes precedence over max_length" is what we want
+    try:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                do_sample=False,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=1,
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return [_until_eos(row[1:].tolist(), eos) for row in out]
 
 
