@@ -8,6 +8,7 @@ from functions.manifest import Task
 from model_build.recipes.base import Recipe
 from model_build.recipes.encoder import EncoderRecipe
 from model_build.recipes.generation import GenerationRecipe
+from model_build.recipes.image import ImageClassifierRecipe
 from model_build.recipes.seq2seq import Seq2SeqRecipe
 
 RECIPES: dict[Task, type[Recipe]] = {
@@ -15,6 +16,7 @@ RECIPES: dict[Task, type[Recipe]] = {
     Task.TEXT_CLASSIFICATION: EncoderRecipe,
     Task.TRANSLATION: Seq2SeqRecipe,
     Task.TEXT_GENERATION: GenerationRecipe,
+    Task.IMAGE_CLASSIFICATION: ImageClassifierRecipe,
 }
 
 
