@@ -12,8 +12,16 @@ class _Request(BaseModel):
 
 
 # --- task API ---------------------------------------------------------------------------------
+class ImageInput(_Request):
+    """One image for an image model: the file's bytes, base64-encoded."""
+
+    image: str = Field(description="base64 of a JPEG, PNG or WebP file (a data: URL is accepted)")
+
+
 class PredictRequest(_Request):
-    inputs: str | list[str] = Field(description="one input or a list of inputs (a batch)")
+    inputs: str | ImageInput | list[str] | list[ImageInput] = Field(
+        description="one input or a list of inputs (a batch); image models take base64 strings or {image: base64}"
+    )
     parameters: dict[str, Any] = Field(default_factory=dict, description="task-specific options")
 
 

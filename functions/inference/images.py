@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from functions.errors import InvalidInputError, MaasError, PayloadTooLargeError
@@ -127,6 +127,8 @@ def decode_image(data: bytes, config: ImagePreprocessing, *, where: str = "input
         raise _too_many_pixels(0, 0, config, where) from None
     except (MaasError, MemoryError):
         raise
+    except UnidentifiedImageError:
+        raise InvalidInputError(f"{where} is not a JPEG, PNG or WebP file", param=where) from None
     except Exception as exc:  # malformed files make Pillow's decoders raise OSError, SyntaxError, struct.error, ...
         raise InvalidInputError(
             f"{where} is not a readable JPEG, PNG or WebP image ({type(exc).__name__}: {exc})", param=where

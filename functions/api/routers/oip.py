@@ -19,7 +19,7 @@ from functions.api.schemas import (
     OipTensorMetadata,
 )
 from functions.errors import InvalidInputError, ModelNotFoundError
-from functions.inference.pipelines import Pipeline
+from functions.inference.pipelines import ImageClassificationPipeline, Pipeline
 
 router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
 SERVER_VERSION = "0.1.0"
@@ -97,6 +97,8 @@ async def infer(model: str, request: Request, registry: RegistryDep, version: st
     parsed, arrays = oip_codec.parse_infer_request(body, request.headers.get(oip_codec.HEADER_LENGTH))
     declared = {t.name for t in pipeline.oip_inputs()}
     missing, unknown = declared - arrays.keys(), arrays.keys() - declared
+    if isinstance(pipeline, ImageClassificationPipeline) and arrays.keys() & declared:
+        missing = set()  # its inputs are alternatives: encoded images (BYTES) or a pixel tensor (FP32)
     if missing or unknown:
         raise InvalidInputError(
             f"model {pipeline.name} takes inputs {sorted(declared)}; "

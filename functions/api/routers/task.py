@@ -1,15 +1,37 @@
-"""The simple task API: ``POST /models/{model}/predict`` with ``{"inputs": ..., "parameters": {...}}``."""
+"""The simple task API: ``POST /models/{model}/predict`` with ``{"inputs": ..., "parameters": {...}}``.
+
+Image models also take one image as the raw body of ``POST /models/{model}/predict/image``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from functions.api.deps import RegistryDep
-from functions.api.schemas import GateSummary, ModelInfo, ModelList, PredictRequest, PredictResponse, Usage
-from functions.inference.pipelines import Pipeline
+from functions.api.schemas import (
+    GateSummary,
+    ImageInput,
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    Usage,
+)
+from functions.errors import InvalidInputError, UnsupportedOperationError
+from functions.inference.pipelines import Pipeline, TaskResult
+from functions.manifest import Task
 
 router = APIRouter(prefix="/models", tags=["task API"])
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/octet-stream")
+_RAW_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in RAW_IMAGE_TYPES},
+    }
+}
 
 
 def model_info(pipeline: Pipeline) -> ModelInfo:
@@ -40,8 +62,40 @@ def describe_model(model: str, registry: RegistryDep) -> ModelInfo:
 @router.post("/{model}/predict", response_model=PredictResponse, summary="Run the model's task")
 async def predict(model: str, request: PredictRequest, registry: RegistryDep) -> PredictResponse:
     pipeline = registry.get(model)
-    inputs = [request.inputs] if isinstance(request.inputs, str) else request.inputs
+    items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
+    inputs: list[Any] = [item.model_dump() if isinstance(item, ImageInput) else item for item in items]
     result = await run_in_threadpool(pipeline.predict, inputs, request.parameters)
+    return _response(pipeline, result)
+
+
+@router.post(
+    "/{model}/predict/image",
+    response_model=PredictResponse,
+    summary="Classify one image sent as the raw body (Content-Type image/jpeg, image/png or image/webp)",
+    description="Task parameters go in the query string, e.g. `?top_k=3`.",
+    openapi_extra=_RAW_IMAGE_BODY,
+)
+async def predict_image(model: str, request: Request, registry: RegistryDep) -> PredictResponse:
+    pipeline = registry.get(model)
+    if pipeline.task is not Task.IMAGE_CLASSIFICATION:
+        raise UnsupportedOperationError(
+            f"model {model!r} is a {pipeline.task.value} model; /predict/image needs an image model", param="model"
+        )
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media not in RAW_IMAGE_TYPES:
+        raise InvalidInputError(
+            f"send the image file as the body with Content-Type {', '.join(RAW_IMAGE_TYPES)} (got {media or 'none'}); "
+            f"JSON with base64 images goes to /models/{model}/predict",
+            param="content-type",
+        )
+    body = await request.body()
+    if not body:
+        raise InvalidInputError("the request body is empty: send the image file's bytes", param="body")
+    result = await run_in_threadpool(pipeline.predict, [body], dict(request.query_params))
+    return _response(pipeline, result)
+
+
+def _response(pipeline: Pipeline, result: TaskResult) -> PredictResponse:
     return PredictResponse(
         model=pipeline.name,
         version=pipeline.manifest.version,

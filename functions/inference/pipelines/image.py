@@ -137,6 +137,7 @@ class ImageClassificationPipeline(Pipeline):
 
     def warmup(self) -> None:
         """One decode (imports Pillow's plugins) and one inference, during init rather than the first request."""
+        Image.init()  # register every decoder plugin now (WebP is not among Pillow's preloaded ones)
         buffer = io.BytesIO()
         Image.new("RGB", (32, 32), (128, 64, 32)).save(buffer, format="PNG")
         self.predict([buffer.getvalue()])
