@@ -217,10 +217,21 @@ def test_greedy_translation_equals_torch_generate_token_for_token(
     assert body["task"] == "translation" and body["truncated"] == [False] * len(SENTENCES)
     assert body["outputs"] == tokenizer.decode_batch(expected, skip_special_tokens=True)
     assert body["usage"]["input_tokens"] == sum(len(e.ids) for e in tokenizer.encode_batch(SENTENCES))
+    ids, _ = fp32_pipeline(build).translate_ids(SENTENCES, TranslationParameters(max_new_tokens=MAX_NEW))
+    assert ids == expected
+
+
+def fp32_pipeline(build: tuple[BuildResult, Path]) -> TranslationPipeline:
     pipeline = pipeline_for(build[1] / "stage-fp32", verify_artifact(build[1] / "stage-fp32"), warmup=False)
     assert isinstance(pipeline, TranslationPipeline)
-    ids, _ = pipeline.translate_ids(SENTENCES, TranslationParameters(max_new_tokens=MAX_NEW))
-    assert ids == expected
+    return pipeline
+
+
+def test_translate_reports_finish_reason_and_token_counts(build: tuple[BuildResult, Path]) -> None:
+    # what an OpenAI-style completions route needs: the first sentence runs to the limit, the second stops at once
+    first, second = fp32_pipeline(build).translate(SENTENCES[:2], TranslationParameters(max_new_tokens=MAX_NEW))
+    assert (first.finish_reason, first.completion_tokens, first.prompt_tokens) == ("length", MAX_NEW, 10)
+    assert (second.finish_reason, second.completion_tokens, second.text) == ("stop", 1, "")
 
 
 def test_beam_search_equals_torch_generate(fp32_client: TestClient, torch_model, checkpoint: Path) -> None:  # type: ignore[no-untyped-def]

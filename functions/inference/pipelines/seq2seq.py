@@ -10,6 +10,7 @@ same beam bookkeeping — so the build can gate on token-for-token equality with
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +71,14 @@ class TranslationParameters(TaskParameters):
     truncate: bool | None = Field(None, description="cut inputs longer than max_seq_len (default: the model's policy)")
 
 
+@dataclass(frozen=True)
+class Translation:
+    text: str
+    finish_reason: Literal["stop", "length"]  # "length": cut at max_new_tokens (the model may force EOS there)
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class TranslationPipeline(TextPipeline):
     task = Task.TRANSLATION
     parameters_model = TranslationParameters
@@ -106,6 +115,15 @@ class TranslationPipeline(TextPipeline):
         params: TranslationParameters = self.parse_parameters(parameters)
         ids, batch = self.translate_ids(self._texts(inputs), params)
         return TaskResult(self.decode(ids), sum(batch.token_counts), batch.truncated)
+
+    def translate(self, texts: list[str], params: TranslationParameters) -> list[Translation]:
+        """Translations with OpenAI-style bookkeeping (for a completions route): text, finish reason, token counts."""
+        ids, batch = self.translate_ids(self._texts(texts), params)
+        limit = params.max_new_tokens or self.settings.default_max_new_tokens
+        return [
+            Translation(text, "length" if len(out) >= limit else "stop", source_tokens, len(out))
+            for text, out, source_tokens in zip(self.decode(ids), ids, batch.token_counts, strict=True)
+        ]
 
     def infer_tensors(
         self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None
