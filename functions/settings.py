@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(32, ge=0)
     max_queue: int = Field(64, ge=0)
     queue_timeout_s: float = Field(10.0, gt=0)
+    # Account id sent as ExpectedBucketOwner when artifacts are read from S3 (the batch paths read it too).
+    expected_bucket_owner: str = Field("", pattern=r"^(\d{12})?$")
 
     def model_uris(self) -> list[str]:
         return [uri.strip() for uri in self.models.split(",") if uri.strip()]

@@ -22,6 +22,13 @@ from functions.manifest import MANIFEST_FILE, Manifest, sha256_file
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+
+class UnsafeArtifactError(ArtifactError):
+    """An artifact that would make the runtime read outside itself (ONNX external data, symlinks)."""
+
+    code = "artifact_unsafe"
+
+
 _VERIFIED_MARKER = ".verified"
 # Files that can execute code when loaded; an artifact never needs them and the runtime never unpickles.
 _UNSAFE_SUFFIXES = {".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".npy", ".npz"}
@@ -58,7 +65,86 @@ def verify_artifact(directory: Path) -> Manifest:
     for required in (manifest.model_file, manifest.tokenizer_file):
         if required is not None and required not in manifest.files:
             raise ArtifactError(f"artifact {manifest.name}: manifest does not list its own file {required}")
+    for name in manifest.files:
+        if (directory / name).is_symlink():
+            raise UnsafeArtifactError(
+                f"artifact {manifest.name}: {name} is a symbolic link; artifacts hold plain files"
+            )
+        if name.endswith(".onnx"):
+            for location in onnx_external_data(directory / name):
+                if location not in manifest.files:  # listed names are plain file names (see Manifest)
+                    raise UnsafeArtifactError(
+                        f"artifact {manifest.name}: {name} points its external data at {location!r}, which is not "
+                        "a file of the artifact; refusing to load it (ONNX path traversal, CVE-2024-27318)"
+                    )
     return manifest
+
+
+# Where TensorProtos can sit in an ONNX ModelProto: message kind → {field number: kind of the submessage}.
+_ONNX_TENSOR_PATHS: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 25: "function"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+}
+
+
+def onnx_external_data(path: Path) -> list[str]:
+    """Every external-data ``location`` in an ONNX file, read from the protobuf wire format (no onnx package)."""
+    import mmap
+
+    if path.stat().st_size == 0:
+        raise ArtifactError(f"{path.name} is empty, not an ONNX model")
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        locations: list[str] = []
+        stack = [("model", 0, len(buf))]
+        while stack:
+            kind, start, end = stack.pop()
+            entry: dict[int, bytes] = {}
+            for field, wire, value_start, value_end in _protobuf_fields(buf, start, end, path):
+                if kind == "entry" and wire == 2:
+                    entry[field] = buf[value_start:value_end]
+                elif wire == 2 and field in _ONNX_TENSOR_PATHS.get(kind, {}):
+                    stack.append((_ONNX_TENSOR_PATHS[kind][field], value_start, value_end))
+            if kind == "entry" and entry.get(1) == b"location":
+                locations.append(entry.get(2, b"").decode("utf-8", errors="replace"))
+        return locations
+
+
+def _protobuf_fields(buf: Any, start: int, end: int, path: Path) -> Any:
+    """(field, wire type, value start, value end) of each field of one protobuf message in ``buf[start:end]``."""
+    pos = start
+    while pos < end:
+        key, pos = _varint(buf, pos, end, path)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, after = _varint(buf, pos, end, path)
+        elif wire in (1, 5):
+            after = pos + (8 if wire == 1 else 4)
+        elif wire == 2:
+            length, pos = _varint(buf, pos, end, path)
+            after = pos + length
+        else:
+            raise ArtifactError(f"{path.name} is not a valid ONNX file (protobuf wire type {wire})")
+        if after > end:
+            raise ArtifactError(f"{path.name} is not a valid ONNX file (truncated field {field})")
+        yield field, wire, pos, after
+        pos = after
+
+
+def _varint(buf: Any, pos: int, end: int, path: Path) -> tuple[int, int]:
+    result = shift = 0
+    while pos < end and shift < 64:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+    raise ArtifactError(f"{path.name} is not a valid ONNX file (bad varint)")
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -82,9 +168,7 @@ def _fetch_s3(uri: str, cache_dir: Path, s3_client: S3Client | None) -> tuple[Pa
     bucket, prefix = split_s3_uri(uri)
     client: Any = s3_client
     if client is None:
-        import boto3  # imported lazily: local-only serving never pays for it
-
-        client = boto3.client("s3")
+        client = _default_s3_client()
     key_prefix = f"{prefix}/" if prefix else ""
     staging = Path(tempfile.mkdtemp(prefix="maas-", dir=_ensure_dir(cache_dir)))
     try:
@@ -106,14 +190,36 @@ def _fetch_s3(uri: str, cache_dir: Path, s3_client: S3Client | None) -> tuple[Pa
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _default_s3_client() -> Any:
+    """An S3 client that gives up after a bounded number of tries: a cold start fails clearly, never hangs."""
+    import boto3  # imported lazily: local-only serving never pays for it
+    from botocore.config import Config
+
+    from functions.settings import get_settings
+
+    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    client = boto3.client("s3", config=config)
+    owner = get_settings().expected_bucket_owner
+    if owner:
+
+        def expect_owner(params: dict[str, Any], model: Any, **_: Any) -> None:
+            if model.input_shape is not None and "ExpectedBucketOwner" in model.input_shape.members:
+                params.setdefault("ExpectedBucketOwner", owner)
+
+        client.meta.events.register("provide-client-params.s3", expect_owner)
+    return client
+
+
 def _download(client: Any, bucket: str, key: str, dest: Path) -> None:
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         client.download_file(bucket, key, str(dest))
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise ArtifactError(f"cannot read s3://{bucket}/{key} ({code or exc}): check the URI and permissions") from exc
+    except BotoCoreError as exc:  # endpoint unreachable, timeouts, retries exhausted
+        raise ArtifactError(f"cannot read s3://{bucket}/{key}: the artifact store is unavailable ({exc})") from exc
 
 
 def _ensure_dir(path: Path) -> Path:
