@@ -19,7 +19,7 @@ class ImageInput(_Request):
 
 
 class PredictRequest(_Request):
-    inputs: str | ImageInput | list[str] | list[ImageInput] = Field(
+    inputs: str | ImageInput | list[str | ImageInput] = Field(
         description="one input or a list of inputs (a batch); image models take base64 strings or {image: base64}"
     )
     parameters: dict[str, Any] = Field(default_factory=dict, description="task-specific options")
