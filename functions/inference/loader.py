@@ -197,7 +197,7 @@ def _default_s3_client() -> Any:
 
     from functions.settings import get_settings
 
-    config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    config = Config(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
     client = boto3.client("s3", config=config)
     owner = get_settings().expected_bucket_owner
     if owner:
