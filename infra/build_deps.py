@@ -4,6 +4,8 @@ This is the only packaging step that needs the network (PyPI); run it before ``c
 ``cdk deploy``, never during. It installs ``functions/requirements.txt`` as manylinux binary wheels
 for the Lambda Python version and CPU into ``build/lambda-deps/<arch>/``, which infra/packaging.py
 copies into every zip of that architecture (and whose measured size replaces the sizing estimate).
+A copy of the requirements it installed is written next to it (``<arch>.requirements.txt``): strict
+packaging refuses a dependency directory whose record differs from the current requirements file.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from pathlib import Path
 
 from infra.limits import LAMBDA_PYTHON_VERSION
-from infra.packaging import REQUIREMENTS, dir_size
+from infra.packaging import REQUIREMENTS, deps_stamp, dir_size
 from infra.settings import REPO_ROOT
 
 # Lambda's Python 3.12+ runtimes run on Amazon Linux 2023 (glibc 2.34); pip accepts older manylinux tags too.
@@ -27,6 +29,8 @@ PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer")
 def build(arch: str, out_dir: Path, requirements: Path = REQUIREMENTS) -> Path:
     """Install the requirements for ``arch`` into ``out_dir/<arch>`` (replacing it); returns that dir."""
     target = out_dir / arch
+    stamp = deps_stamp(out_dir, arch)
+    stamp.unlink(missing_ok=True)  # a failed build must not look current
     if target.exists():
         shutil.rmtree(target)
     command = [
@@ -40,6 +44,7 @@ def build(arch: str, out_dir: Path, requirements: Path = REQUIREMENTS) -> Path:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     for cache in target.rglob("__pycache__"):
         shutil.rmtree(cache, ignore_errors=True)
+    shutil.copyfile(requirements, stamp)
     return target
 
 

@@ -59,6 +59,12 @@ def check_timeouts(name: str, deploy: CommonDeploy, *, api_timeout_quota_s: int)
             f"timeout ({deploy.api_timeout_s} s): callers would get a 504 while the request keeps running. "
             f"Lower timeout_s to at most {deploy.api_timeout_s} (use batch_timeout_s for long S3/SQS jobs)"
         )
+    if deploy.batch_timeout_s < deploy.timeout_s:
+        raise TimeoutRuleError(
+            f"model {name!r}: batch_timeout_s = {deploy.batch_timeout_s} s is shorter than timeout_s = "
+            f"{deploy.timeout_s} s: a batch job (a whole S3 object, or a batch of queued messages) would have "
+            f"less time than one API request. Raise batch_timeout_s (default 300) or remove it"
+        )
     if deploy.batching_window_s > limits.SQS_BATCHING_WINDOW_MAX_S:
         raise TimeoutRuleError(
             f"model {name!r}: batching_window_s must be at most {limits.SQS_BATCHING_WINDOW_MAX_S} s"

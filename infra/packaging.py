@@ -2,10 +2,12 @@
 
 A Lambda zip is a staged directory: the ``functions/`` package, the model's artifact under
 ``artifacts/<name>/`` (unless it is read from S3 at init) and the runtime dependencies, pre-built for
-the function's architecture by ``python -m infra.build_deps`` (the only step that needs the network,
-run before ``cdk synth``). A Docker build context is staged the same way with its Dockerfile from
-``docker/``; the CDK CLI builds it at deploy time, never at synth. Files are hard-linked when possible,
-so staging a large model costs no copy.
+the function's architecture from ``functions/requirements.txt`` by ``python -m infra.build_deps`` (the
+only step that needs the network, run before ``cdk synth``). Strict packaging refuses dependencies
+built from other requirements than the current file (a stamp written next to them records which).
+A Docker build context is staged the same way with its Dockerfile from ``docker/`` and the same
+``requirements.txt``; the CDK CLI builds it at deploy time, never at synth. Files are hard-linked
+when possible, so staging a large model costs no copy.
 """
 
 from __future__ import annotations
@@ -42,6 +44,35 @@ def dir_size(path: Path) -> int:
     return total
 
 
+def requirement_lines(text: str) -> list[str]:
+    """The requirement specifiers of a requirements file: comments, blank lines and spacing dropped."""
+    lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+    return ["".join(line.split()) for line in lines if line]
+
+
+def deps_stamp(lambda_deps_dir: Path, architecture: str) -> Path:
+    """Where ``infra.build_deps`` records the requirements a dependency directory was built from.
+
+    Next to ``<lambda_deps_dir>/<arch>/``, not inside it, so it is neither zipped nor measured.
+    """
+    return lambda_deps_dir / f"{architecture}.requirements.txt"
+
+
+def check_deps_current(deps: Path, stamp: Path, requirements: Path = REQUIREMENTS) -> None:
+    """Refuse dependencies built from another requirements file than the current one."""
+    rebuild = f"rebuild them with `python -m infra.build_deps --arch {deps.name}`"
+    if not requirements.is_file():
+        raise PackagingError(f"{requirements} is missing: the runtime dependencies cannot be checked or built")
+    if not stamp.is_file():
+        raise PackagingError(f"{deps} has no record of the requirements it was built from ({stamp}); {rebuild}")
+    wanted = requirement_lines(requirements.read_text(encoding="utf-8"))
+    built = requirement_lines(stamp.read_text(encoding="utf-8"))
+    if built != wanted:
+        missing = sorted(set(wanted) - set(built))
+        detail = f" (not in the build: {', '.join(missing)})" if missing else ""
+        raise PackagingError(f"{deps} was built from other requirements than {requirements}{detail}; {rebuild}")
+
+
 def runtime_bytes_by_arch(env: EnvironmentConfig) -> dict[str, int]:
     """Unzipped size of the runtime dependencies per architecture: measured if built, else estimated."""
     sizes = {}
@@ -58,6 +89,8 @@ def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: s
     out = _fresh(env.staging_dir / env.stage / spec.name / "zip")
     deps = env.lambda_deps_dir / architecture
     if deps.is_dir() and any(deps.iterdir()):
+        if env.packaging == "strict":
+            check_deps_current(deps, deps_stamp(env.lambda_deps_dir, architecture))
         _link_tree(deps, out)
     elif env.packaging == "strict":
         raise PackagingError(
@@ -74,12 +107,10 @@ def stage_docker_context(spec: ModelSpec, env: EnvironmentConfig, *, dockerfile:
     """Stage a minimal Docker build context: Dockerfile, requirements, ``functions/`` and the artifact."""
     out = _fresh(env.staging_dir / env.stage / spec.name / "image")
     shutil.copy2(dockerfile, out / "Dockerfile")
-    if REQUIREMENTS.is_file():
-        shutil.copy2(REQUIREMENTS, out / "requirements.txt")
-    elif env.packaging == "strict":
+    # The runtime's requirements are source, not a build output: required in preview too.
+    if not REQUIREMENTS.is_file():
         raise PackagingError(f"model {spec.name!r}: {REQUIREMENTS} is missing; the image cannot be built")
-    else:
-        (out / "requirements.txt").write_text("# preview: functions/requirements.txt was missing\n")
+    shutil.copy2(REQUIREMENTS, out / "requirements.txt")
     _link_tree(FUNCTIONS_DIR, out / "functions")
     (out / "artifacts" / spec.name).mkdir(parents=True, exist_ok=True)
     _stage_artifact(spec, env, out)

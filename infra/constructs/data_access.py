@@ -1,4 +1,11 @@
-"""Least-privilege access to the shared data: one model reads its own prefixes and writes only its outputs.
+"""Least-privilege access to the shared data, one statement set per runtime role of a model.
+
+* the S3 job (S3 function, GPU queue worker) reads the exact version of its inputs, reads and writes
+  its output prefix (streamed as multipart uploads) and may list the batch bucket so that a missing
+  object reads as 404, not 403 (the runtime tells "not there yet" from "forbidden" that way);
+* the SQS reply path (SQS function) writes only below ``<output prefix>replies/`` and sends only to
+  the model's own reply queues;
+* the HTTP path touches no batch data at all (only its published artifact when read from S3).
 
 Every statement names its actions explicitly (CDK's ``grant_read``/``grant_read_write`` helpers add
 wildcard actions such as ``s3:GetObject*`` and ``kms:GenerateDataKey*``, which this project refuses).
@@ -6,7 +13,7 @@ wildcard actions such as ``s3:GetObject*`` and ``kms:GenerateDataKey*``, which t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aws_cdk as cdk
@@ -21,6 +28,13 @@ from infra.guards import QUEUE_ARN_RE
 from infra.settings import EnvironmentConfig
 
 CACHE_DIR = "/tmp/maas-artifacts"
+# SQS replies may be written below ``<output prefix>replies/`` (MAAS_REPLY_ALLOWLIST), nowhere else.
+REPLIES_DIR = "replies/"
+# Where the runtime's S3 fallback idempotency store would keep its records (functions/batch/settings.py
+# IDEMPOTENCY_DIR); infra deploys a DynamoDB table instead and expires this folder by lifecycle anyway.
+IDEMPOTENCY_DIR = ".idempotency/"
+# How long a job or delivery is remembered (MAAS_IDEMPOTENCY_TTL_SECONDS; the runtime's default too).
+IDEMPOTENCY_TTL_DAYS = 7
 
 
 def queue_url(arn: str) -> str:
@@ -45,10 +59,20 @@ class DataAccess:
     data_key: kms.IKey
     partition: str
     region: str
+    account: str
 
     def object_arn(self, bucket_name: str, key_pattern: str) -> str:
         """``arn:<partition>:s3:::<bucket>/<key_pattern>``."""
         return f"arn:{self.partition}:s3:::{bucket_name}/{key_pattern}"
+
+    def bucket_arn(self, bucket_name: str) -> str:
+        """``arn:<partition>:s3:::<bucket>``."""
+        return f"arn:{self.partition}:s3:::{bucket_name}"
+
+    @staticmethod
+    def reply_prefix(spec: ModelSpec) -> str:
+        """``<output prefix>replies/``: the only S3 folder SQS replies may be written to."""
+        return spec.output_prefix + REPLIES_DIR
 
     def acknowledge_prefix_wildcards(self, scope: IConstruct, statements: Sequence[iam.PolicyStatement]) -> None:
         """Acknowledge cdk-nag IAM5 for each ``<prefix>*`` object ARN: the ``*`` only spans the model's prefix."""
@@ -71,36 +95,75 @@ class DataAccess:
                 actions=["s3:GetObject"],
                 resources=[self.object_arn(self.artifact_bucket_name, f"{spec.artifact_s3_prefix()}/*")],
             ),
-            self._kms_via_s3(write=False),
+            self._kms_via_s3("DataKeyViaS3Read", ["kms:Decrypt"]),
         ]
 
-    def batch_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
-        """Read this model's inputs (and its own results), write only under its output prefix."""
-        statements = [
+    def s3_job_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
+        """An S3 batch job: read the announced version of an input, stream its output and summary.
+
+        * inputs: ``GetObject`` + ``GetObjectVersion`` (the bucket is versioned and the job reads the
+          exact ``VersionId`` the event announced);
+        * outputs: read (previous summaries) and write, with the multipart actions a streamed output
+          needs (``PutObject`` also authorizes CreateMultipartUpload, UploadPart and Complete);
+        * ``ListBucket`` on the batch bucket: without it S3 answers 403 instead of 404 for a missing
+          key, and the runtime must tell "no summary yet" / "object deleted since the event" apart
+          from a refusal. It reveals key names, never contents;
+        * the data key, only through S3: ``GenerateDataKey`` to write, ``Decrypt`` to read and to
+          complete multipart uploads.
+
+        No ``DeleteObject``: idempotency records live in DynamoDB, not under the output prefix.
+        """
+        return [
             iam.PolicyStatement(
-                sid="ReadOwnInputsAndResults",
-                actions=["s3:GetObject"],
-                resources=[
-                    self.object_arn(self.batch_bucket_name, f"{spec.input_prefix}*"),
-                    self.object_arn(self.batch_bucket_name, f"{spec.output_prefix}*"),
-                ],
+                sid="ReadOwnInputVersions",
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[self.object_arn(self.batch_bucket_name, f"{spec.input_prefix}*")],
             ),
             iam.PolicyStatement(
-                sid="WriteOwnOutputs",
-                actions=["s3:PutObject"],
+                sid="ReadWriteOwnOutputs",
+                actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
                 resources=[self.object_arn(self.batch_bucket_name, f"{spec.output_prefix}*")],
             ),
-            self._kms_via_s3(write=True),
+            iam.PolicyStatement(
+                sid="MissingKeysRead404",
+                actions=["s3:ListBucket"],
+                resources=[self.bucket_arn(self.batch_bucket_name)],
+            ),
+            self._kms_via_s3("DataKeyViaS3ReadWrite", ["kms:Decrypt", "kms:GenerateDataKey"]),
         ]
-        if spec.deploy.reply_queue_arns:
-            statements.append(
-                iam.PolicyStatement(
-                    sid="ReplyToAllowedQueues",
-                    actions=["sqs:SendMessage"],
-                    resources=list(spec.deploy.reply_queue_arns),
-                )
+
+    def reply_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
+        """SQS replies: put ``<output prefix>replies/<id>.json`` and send to the model's reply queues."""
+        return [
+            iam.PolicyStatement(
+                sid="WriteOwnReplies",
+                actions=["s3:PutObject"],
+                resources=[self.object_arn(self.batch_bucket_name, f"{self.reply_prefix(spec)}*")],
+            ),
+            # Decrypt too, as for every writer here (SSE-KMS with a bucket key); through S3 alone it
+            # opens nothing, since this role may not read any object.
+            self._kms_via_s3("DataKeyViaS3Write", ["kms:Decrypt", "kms:GenerateDataKey"]),
+            *self.reply_queue_statements(spec),
+        ]
+
+    def reply_queue_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
+        """``sqs:SendMessage`` on the catalog's ``reply_queue_arns``, if any."""
+        if not spec.deploy.reply_queue_arns:
+            return []
+        return [
+            iam.PolicyStatement(
+                sid="ReplyToAllowedQueues",
+                actions=["sqs:SendMessage"],
+                resources=list(spec.deploy.reply_queue_arns),
             )
-        return statements
+        ]
+
+    def worker_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
+        """The GPU queue worker runs both: S3 jobs (notifications land in its queue) and SQS replies.
+
+        Its output-prefix write already covers ``<output prefix>replies/``.
+        """
+        return [*self.s3_job_statements(spec), *self.reply_queue_statements(spec)]
 
     def idempotency_statement(self, table: dynamodb.ITable) -> iam.PolicyStatement:
         """The four item operations Powertools idempotency performs."""
@@ -110,36 +173,50 @@ class DataAccess:
             resources=[table.table_arn],
         )
 
-    def _kms_via_s3(self, *, write: bool) -> iam.PolicyStatement:
-        actions = ["kms:Decrypt", "kms:GenerateDataKey"] if write else ["kms:Decrypt"]
+    def _kms_via_s3(self, sid: str, actions: list[str]) -> iam.PolicyStatement:
         return iam.PolicyStatement(
-            sid="DataKeyViaS3Write" if write else "DataKeyViaS3Read",
+            sid=sid,
             actions=actions,
             resources=[self.data_key.key_arn],
             conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}},
         )
 
     def environment(
-        self, spec: ModelSpec, settings: EnvironmentConfig, *, table: dynamodb.ITable, bundled_at: str
-    ) -> Mapping[str, str]:
-        """The runtime's ``MAAS_*`` / Powertools settings for this model."""
+        self,
+        spec: ModelSpec,
+        settings: EnvironmentConfig,
+        *,
+        bundled_at: str,
+        table: dynamodb.ITable | None = None,
+    ) -> dict[str, str]:
+        """The runtime's ``MAAS_*`` / Powertools settings for this model.
+
+        ``table`` is given to the batch consumers only (S3/SQS functions, queue worker): the HTTP path
+        keeps no idempotency records and gets neither the table's name nor access to it.
+        """
         source = getattr(spec.deploy, "model_source", "bundled")
         models = (
             f"s3://{self.artifact_bucket_name}/{spec.artifact_s3_prefix()}"
             if source == "s3"
             else f"{bundled_at}/{spec.name}"
         )
-        replies = [f"s3://{self.batch_bucket_name}/{spec.output_prefix}"]
+        replies = [f"s3://{self.batch_bucket_name}/{self.reply_prefix(spec)}"]
         replies += [queue_url(arn) for arn in spec.deploy.reply_queue_arns]
-        return {
+        environment = {
             "MAAS_MODELS": models,
             "MAAS_CACHE_DIR": CACHE_DIR,
             "MAAS_BATCH_BUCKET": self.batch_bucket_name,
             "MAAS_INPUT_PREFIX": spec.input_prefix,
             "MAAS_OUTPUT_PREFIX": spec.output_prefix,
             "MAAS_REPLY_ALLOWLIST": ",".join(replies),
-            "MAAS_IDEMPOTENCY_TABLE": table.table_name,
+            # Sent as ExpectedBucketOwner on every S3 call: a bucket of the same name in another
+            # account (deleted and re-created by someone else) is never read or written.
+            "MAAS_EXPECTED_BUCKET_OWNER": self.account,
             "POWERTOOLS_SERVICE_NAME": f"maas-{spec.name}",
             "POWERTOOLS_METRICS_NAMESPACE": "maas",
             "LOG_LEVEL": settings.log_level,
         }
+        if table is not None:
+            environment["MAAS_IDEMPOTENCY_TABLE"] = table.table_name
+            environment["MAAS_IDEMPOTENCY_TTL_SECONDS"] = str(IDEMPOTENCY_TTL_DAYS * 24 * 3600)
+        return environment

@@ -87,7 +87,13 @@ class GpuService(Construct):
                 build_args={"MODEL_NAME": spec.name},
             )
         )
-        environment = dict(access.environment(spec, settings, table=table, bundled_at=f"{APP_ROOT}/artifacts"))
+        bundled_at = f"{APP_ROOT}/artifacts"
+        server_environment = access.environment(spec, settings, bundled_at=bundled_at)
+        # The worker runs S3 jobs and SQS replies: the idempotency table, and the queue it polls.
+        worker_environment = {
+            **access.environment(spec, settings, bundled_at=bundled_at, table=table),
+            "MAAS_QUEUE_URL": queue.queue_url,
+        }
         log_group = logs.LogGroup(
             self,
             "Logs",
@@ -97,9 +103,8 @@ class GpuService(Construct):
         cpu = deploy.cpu_units or (instance.vcpus * 1024 - 512)
 
         server_task = self._task_definition(
-            "Server", image, SERVER_COMMAND, environment, log_group, cpu, deploy, serves_http=True
+            "Server", image, SERVER_COMMAND, server_environment, log_group, cpu, deploy, serves_http=True
         )
-        server_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
         self.task_security_group = ec2.SecurityGroup(
             self, "TaskSecurityGroup", vpc=vpc, description=f"maas {spec.name} GPU tasks", allow_all_outbound=True
         )
@@ -121,10 +126,9 @@ class GpuService(Construct):
         )
 
         worker_task = self._task_definition(
-            "Worker", image, WORKER_COMMAND, environment, log_group, cpu, deploy, serves_http=False
+            "Worker", image, WORKER_COMMAND, worker_environment, log_group, cpu, deploy, serves_http=False
         )
-        worker_task.default_container.add_environment("MAAS_QUEUE_URL", queue.queue_url)  # type: ignore[union-attr]
-        batch = access.batch_statements(spec)
+        batch = access.worker_statements(spec)
         for statement in batch:
             worker_task.task_role.add_to_principal_policy(statement)
         access.acknowledge_prefix_wildcards(self, batch)

@@ -1,14 +1,17 @@
 """A ``lambda`` model: the maas runtime as three functions (HTTP, S3, SQS) from one zip or image.
 
 The HTTP function sits behind API Gateway (through a ``live`` alias that carries any provisioned
-concurrency); the S3 and SQS functions run batch jobs with their own, longer timeout. All three
-share one code asset (so one upload or one image), arm64 by default, and each has its own role that
-holds only the statements :class:`~infra.constructs.data_access.DataAccess` hands it.
+concurrency); the S3 and SQS functions run batch jobs with their own, longer timeout
+(``batch_timeout_s``). All three share one code asset (so one upload or one image), arm64 by
+default, and each has its own role that holds only the statements
+:class:`~infra.constructs.data_access.DataAccess` hands it: the HTTP function no batch data, the S3
+function its input/output prefixes, the SQS function only its reply folder and reply queues; the
+idempotency table goes to the two batch functions only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -65,24 +68,39 @@ class LambdaEndpoint(Construct):
             raise TypeError(f"model {spec.name!r} is not a lambda target")
         self._spec, self._settings, self._deploy = spec, settings, spec.deploy
         self._package_dir = package_dir
-        self._environment = access.environment(spec, settings, table=table, bundled_at=TASK_ROOT_ARTIFACTS)
+        http_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS)
+        batch_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, table=table)
         artifact = access.artifact_statements(spec) if spec.deploy.model_source == "s3" else []
-        idempotency = [access.idempotency_statement(table)]
+        idempotency = access.idempotency_statement(table)
         self.http_function = self._function(
             "Http",
             "http",
             timeout_s=self._deploy.timeout_s,
             memory_mb=self._deploy.memory_mb,
             reserved=self._deploy.reserved_concurrency,
-            statements=[*artifact, *idempotency],
+            environment=http_environment,
+            statements=artifact,
         )
-        batch = [*artifact, *access.batch_statements(spec), *idempotency]
+        # The batch functions get their own, longer timeout (batch_timeout_s): a job streams a whole
+        # object through the model, far beyond what an API request may take.
         batch_memory = self._deploy.batch_memory_mb or self._deploy.memory_mb
+        s3_statements = [*artifact, *access.s3_job_statements(spec), idempotency]
         self.s3_function = self._function(
-            "S3Jobs", "s3", timeout_s=self._deploy.batch_timeout_s, memory_mb=batch_memory, statements=batch
+            "S3Jobs",
+            "s3",
+            timeout_s=self._deploy.batch_timeout_s,
+            memory_mb=batch_memory,
+            environment=batch_environment,
+            statements=s3_statements,
         )
+        sqs_statements = [*artifact, *access.reply_statements(spec), idempotency]
         self.sqs_function = self._function(
-            "SqsJobs", "sqs", timeout_s=self._deploy.batch_timeout_s, memory_mb=batch_memory, statements=batch
+            "SqsJobs",
+            "sqs",
+            timeout_s=self._deploy.batch_timeout_s,
+            memory_mb=batch_memory,
+            environment=batch_environment,
+            statements=sqs_statements,
         )
         self.http_alias = lambda_.Alias(
             self,
@@ -96,7 +114,7 @@ class LambdaEndpoint(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray PutTraceSegments/PutTelemetryRecords do not support resource-level permissions",
         )
-        access.acknowledge_prefix_wildcards(self, batch)
+        access.acknowledge_prefix_wildcards(self, [*s3_statements, *sqs_statements])
         nag.acknowledge(
             self,
             "AwsSolutions-L1",
@@ -129,6 +147,7 @@ class LambdaEndpoint(Construct):
         *,
         timeout_s: int,
         memory_mb: int,
+        environment: Mapping[str, str],
         statements: Sequence[iam.PolicyStatement],
         reserved: int | None = None,
     ) -> lambda_.Function:
@@ -169,7 +188,7 @@ class LambdaEndpoint(Construct):
             timeout=cdk.Duration.seconds(timeout_s),
             ephemeral_storage_size=cdk.Size.mebibytes(self._deploy.ephemeral_storage_mb),
             reserved_concurrent_executions=reserved,
-            environment=dict(self._environment),
+            environment=dict(environment),
             role=role,
             log_group=log_group,
             logging_format=lambda_.LoggingFormat.JSON,

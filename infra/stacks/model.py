@@ -52,6 +52,7 @@ class ModelStack(cdk.Stack):
             data_key=shared.data_key,
             partition=self.partition,
             region=self.region,
+            account=settings.account,
         )
         self.batch_bucket = s3.Bucket.from_bucket_name(self, "BatchBucket", settings.bucket_name("batch"))
         self.table = dynamodb.Table(

@@ -26,7 +26,13 @@ from infra.config import ModelSpec
 from infra.constructs.alarms import ApiAlarms
 from infra.constructs.api_routes import COG4_REASON, ApiRefs
 from infra.constructs.common import data_removal_policy, log_retention
+from infra.constructs.data_access import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
 from infra.settings import EnvironmentConfig
+
+# Versions replaced (an input uploaded again, a job rerun) or expired stay this long, then go.
+NONCURRENT_VERSION_DAYS = 7
+# Multipart uploads left behind (a job killed at its timeout before it could abort) are cleaned up.
+ABORT_UPLOADS_DAYS = 7
 
 
 class SharedStack(cdk.Stack):
@@ -47,7 +53,7 @@ class SharedStack(cdk.Stack):
         self.data_key = self._data_key(removal)
         self.logs_bucket = self._logs_bucket(removal)
         abort_uploads = s3.LifecycleRule(
-            id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(7)
+            id="abort-uploads", abort_incomplete_multipart_upload_after=cdk.Duration.days(ABORT_UPLOADS_DAYS)
         )
         self.artifact_bucket = self._data_bucket(
             "ArtifactBucket",
@@ -59,18 +65,8 @@ class SharedStack(cdk.Stack):
                 abort_uploads,
             ],
         )
-        retention = cdk.Duration.days(settings.batch_retention_days)
-        # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
         self.batch_bucket = self._data_bucket(
-            "BatchBucket",
-            "batch",
-            removal,
-            versioned=False,
-            lifecycle_rules=[
-                s3.LifecycleRule(id="expire-inputs", prefix="inputs/", expiration=retention),
-                s3.LifecycleRule(id="expire-outputs", prefix="outputs/", expiration=retention),
-                abort_uploads,
-            ],
+            "BatchBucket", "batch", removal, versioned=True, lifecycle_rules=_batch_lifecycle(settings, models)
         )
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", display_name=f"{settings.prefix} alarms", master_key=self.data_key, enforce_ssl=True
@@ -285,3 +281,36 @@ class SharedStack(cdk.Stack):
             restrict_default_security_group=True,
         )
         return vpc
+
+
+def _batch_lifecycle(settings: EnvironmentConfig, models: Sequence[ModelSpec]) -> list[s3.LifecycleRule]:
+    """Lifecycle of the batch bucket: inputs and outputs expire, and nothing versioned lingers.
+
+    The bucket is versioned (a job reads exactly the version its event announced), so expired and
+    replaced objects become noncurrent versions that expire ``NONCURRENT_VERSION_DAYS`` later, and
+    the delete markers left alone then are removed. Each model's ``<output prefix>.idempotency/``
+    (where the runtime would keep idempotency records without a table) expires one day after the
+    records' TTL, in case a function ever runs without its table.
+    """
+    retention = cdk.Duration.days(settings.batch_retention_days)
+    # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
+    rules = [
+        s3.LifecycleRule(id="expire-inputs", prefix="inputs/", expiration=retention),
+        s3.LifecycleRule(id="expire-outputs", prefix="outputs/", expiration=retention),
+        s3.LifecycleRule(
+            id="expire-noncurrent-versions",
+            noncurrent_version_expiration=cdk.Duration.days(NONCURRENT_VERSION_DAYS),
+            expired_object_delete_marker=True,
+            abort_incomplete_multipart_upload_after=cdk.Duration.days(ABORT_UPLOADS_DAYS),
+        ),
+    ]
+    idempotency_days = cdk.Duration.days(IDEMPOTENCY_TTL_DAYS + 1)
+    rules += [
+        s3.LifecycleRule(
+            id=f"expire-idempotency-{spec.name}",
+            prefix=f"{spec.output_prefix}{IDEMPOTENCY_DIR}",
+            expiration=idempotency_days,
+        )
+        for spec in models
+    ]
+    return rules

@@ -84,6 +84,21 @@ def test_batch_timeout_over_lambdas_maximum_is_refused(build: Build) -> None:
         build({"jobs": lambda_entry(batch_timeout_s=1000)})
 
 
+def test_batch_timeout_shorter_than_the_request_timeout_is_refused(build: Build) -> None:
+    with pytest.raises(TimeoutRuleError, match=r"batch_timeout_s = 10 s is shorter than timeout_s = 20 s"):
+        build({"jobs": lambda_entry(batch_timeout_s=10)})
+
+
+def test_long_batch_timeout_is_not_bound_by_api_gateway(build: Build) -> None:
+    app = build({"jobs": lambda_entry(batch_timeout_s=900)})  # Lambda's maximum; the queue gets 6x
+    stack = next(s for s in app.node.children if isinstance(s, cdk.Stack) and s.stack_name.endswith("model-jobs"))
+    template = Template.from_stack(stack)
+    template.has_resource_properties(
+        "AWS::Lambda::Function", {"Handler": "functions.handlers.s3.handler", "Timeout": 900}
+    )
+    template.has_resource_properties("AWS::SQS::Queue", {"VisibilityTimeout": 5400})
+
+
 def test_gpu_request_timeout_is_bound_by_api_gateway_too(build: Build) -> None:
     with pytest.raises(TimeoutRuleError, match=r"'gpu'.*timeout_s = 45 s"):
         build({"gpu": gpu_entry(timeout_s=45)})

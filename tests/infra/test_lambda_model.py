@@ -48,8 +48,10 @@ def test_three_handlers_sized_from_the_catalog(
             assert props["Runtime"].startswith("python3.")
             assert props["TracingConfig"] == {"Mode": "Active"}
             assert props["LoggingConfig"]["LogFormat"] == "JSON"
-        http = next(p for p in functions.values() if p["Handler"] == HANDLERS[0])
-        assert http["Timeout"] == deploy["timeout_s"]
+        timeouts = {p["Handler"]: p["Timeout"] for p in functions.values()}
+        assert timeouts[HANDLERS[0]] == deploy["timeout_s"]
+        for batch_handler in HANDLERS[1:]:
+            assert timeouts[batch_handler] == deploy.get("batch_timeout_s", 300) > deploy["timeout_s"]
 
 
 def test_runtime_environment_contract(default_app: Synth, lambda_names: list[str]) -> None:
@@ -61,8 +63,10 @@ def test_runtime_environment_contract(default_app: Synth, lambda_names: list[str
             assert env["MAAS_BATCH_BUCKET"] == BATCH_BUCKET
             assert env["MAAS_INPUT_PREFIX"] == f"inputs/{name}/"
             assert env["MAAS_OUTPUT_PREFIX"] == f"outputs/{name}/"
-            assert env["MAAS_REPLY_ALLOWLIST"] == f"s3://{BATCH_BUCKET}/outputs/{name}/"
-            assert "Ref" in env["MAAS_IDEMPOTENCY_TABLE"]
+            assert env["MAAS_REPLY_ALLOWLIST"] == f"s3://{BATCH_BUCKET}/outputs/{name}/replies/"
+            assert env["MAAS_EXPECTED_BUCKET_OWNER"] == ACCOUNT
+            # Only the batch handlers keep idempotency records.
+            assert ("MAAS_IDEMPOTENCY_TABLE" in env) is (props["Handler"] != HANDLERS[0])
             assert env["POWERTOOLS_SERVICE_NAME"] == f"maas-{name}"
             assert env["POWERTOOLS_METRICS_NAMESPACE"] and env["LOG_LEVEL"] == "INFO"
 
@@ -223,7 +227,7 @@ def test_s3_model_source_reads_its_published_version_with_custom_prefixes(varian
                     {
                         "MAAS_MODELS": f"s3://{artifacts}/models/s3-embedder/feedfacecafe0001",
                         "MAAS_INPUT_PREFIX": "inputs/custom-embedder/",
-                        "MAAS_REPLY_ALLOWLIST": f"s3://{BATCH_BUCKET}/outputs/custom-embedder/,"
+                        "MAAS_REPLY_ALLOWLIST": f"s3://{BATCH_BUCKET}/outputs/custom-embedder/replies/,"
                         f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/maas-replies",
                     }
                 )

@@ -57,23 +57,35 @@ def _runtime_env(resources: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("no runtime found")
 
 
+# What each kind of S3 resource may be granted: reads of artifacts and inputs, writes only of outputs.
+_OBJECT_READ = {"s3:GetObject", "s3:GetObjectVersion"}
+_OBJECT_WRITE = {"s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
+
+
 def test_each_model_touches_only_its_own_s3_prefixes(app: Synth) -> None:
     for model, stack_name in app.model_stacks().items():
         resources = app.json(stack_name)["Resources"]
         env = _runtime_env(resources)
+        batch_bucket = env["MAAS_BATCH_BUCKET"]
         readable = (f"models/{model}/", env["MAAS_INPUT_PREFIX"], env["MAAS_OUTPUT_PREFIX"])
         for logical_id, statement in _statements(resources):
             actions = set(_as_list(statement["Action"]))
             if not any(a.startswith("s3:") and "Notification" not in a for a in actions):
                 continue
-            assert actions <= {"s3:GetObject", "s3:PutObject"}, f"{stack_name}/{logical_id}: {actions}"
+            where = f"{stack_name}/{logical_id}"
+            if actions == {"s3:ListBucket"}:  # 404 for missing keys; names only, on the batch bucket alone
+                assert _as_list(statement["Resource"]) == [f"arn:aws:s3:::{batch_bucket}"], where
+                continue
+            assert actions <= _OBJECT_READ | _OBJECT_WRITE, f"{where}: {actions}"
             for resource in _as_list(statement["Resource"]):
                 match = S3_OBJECT_ARN.match(resource)
-                assert match, f"{stack_name}/{logical_id}: S3 access must name object ARNs, got {resource}"
-                allowed = (env["MAAS_OUTPUT_PREFIX"],) if "s3:PutObject" in actions else readable
+                assert match, f"{where}: S3 access must name object ARNs, got {resource}"
+                allowed = (env["MAAS_OUTPUT_PREFIX"],) if actions & _OBJECT_WRITE else readable
                 assert match["key"].rstrip("*").startswith(allowed), (
-                    f"{stack_name}/{logical_id}: {resource} is outside {model}'s own prefixes {allowed}"
+                    f"{where}: {resource} is outside {model}'s own prefixes {allowed}"
                 )
+                if "s3:GetObjectVersion" in actions:
+                    assert match["key"] == env["MAAS_INPUT_PREFIX"] + "*", where
 
 
 def test_kms_is_only_usable_through_s3(app: Synth) -> None:
