@@ -39,6 +39,9 @@ class QuantPreset:
     # Static (calibrated) INT8 only: how activation ranges are estimated from the calibration batches.
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     reduce_range: bool = False  # 7-bit weights: avoids U8S8 saturation on x86 without VNNI, costs accuracy
+    # Weight-only, exact: keep the block grid the source was already quantized on (GGUF Q4_1/Q8_0), see
+    # model_build/grid_repack.py, instead of rounding the weights onto a new one.
+    source_grid: bool = False
 
     def __post_init__(self) -> None:
         if self.method == "dynamic" and not self.op_types:
@@ -102,6 +105,14 @@ PRESETS: dict[str, QuantPreset] = {
             op_types=("MatMul",),
             description="8-bit block-wise weight-only MatMulNBits, int8 compute (SmolLM2: int4 costs 40% top-1)",
         ),
+        QuantPreset(
+            "int4-source-grid",
+            "weight-only",
+            bits=4,
+            op_types=("MatMul",),
+            source_grid=True,
+            description="GGUF weights re-packed exactly: Q4_1 → 4-bit MatMulNBits (fp32 compute), Q8_0 → 8-bit",
+        ),
     )
 }
 
@@ -158,6 +169,10 @@ def quantize(model_in: Path, model_out: Path, preset: QuantPreset) -> Quantizati
         model_out.write_bytes(model_in.read_bytes())
     elif preset.method == "fp16":
         _fp16(model_in, model_out)
+    elif preset.source_grid:
+        from model_build.grid_repack import repack_grid_weights
+
+        repack_grid_weights(model_in, model_out)
     elif preset.method == "weight-only":
         _blockwise(onnx.load(str(model_in)), model_out, preset, nodes=None)
     elif preset.method == "static":

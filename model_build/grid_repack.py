@@ -1,0 +1,139 @@
+"""Exact weight-only packing for sources whose weights already sit on a block quantization grid.
+
+A GGUF checkpoint de-quantized to fp32 (SmolLM2's Q4_1 layers, its Q8_0 LM head) holds, in every
+block of 32 input weights, values on one uniform grid. Quantizing those weights again with a generic
+quantizer rounds them onto a second grid and costs quality for nothing; int8 compute
+(``accuracy_level=4``) adds activation rounding on top. This pass stores each block's own grid:
+
+- Q4_1, ``w = d·q + m`` (q ∈ 0..15): ``MatMulNBits`` 4-bit with its default zero point 8 computes
+  ``d·(q − 8)``; the rest, ``(m + 8d)`` per block, is added back exactly as
+  ``(A @ S) @ C`` where ``S`` [K, K/32] sums each block of the input and ``C`` [K/32, N] holds the
+  per-block offsets (two MatMuls of width K/32, ~3% of the layer's work). fp32 compute
+  (``accuracy_level=0``) keeps activations unrounded, so the result equals the fp32 graph to float
+  rounding (ORT's fast 4-bit kernels need uint8 zero points; float zero points take a ~100× slower path).
+- Q8_0, ``w = d·q`` (q ∈ −127..127): 8-bit symmetric with int8 compute (``accuracy_level=4``), ORT's
+  only fast 8-bit path.
+
+A MatMul whose weight fits neither grid is left in fp32 and counted. Path in → path out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+BLOCK = 32
+# |reconstruction − original| allowed, relative to the block's largest magnitude (float32 rounding only).
+RELATIVE_TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class GridWeight:
+    bits: int
+    blob: np.ndarray  # uint8 [N, blocks, BLOCK * bits / 8]
+    scales: np.ndarray  # float32 [N * blocks]
+    offsets: np.ndarray | None  # float32 [blocks, N]: what the 4-bit kernel leaves out, per block
+
+
+def _fits(blocks: np.ndarray, rebuilt: np.ndarray) -> bool:
+    limit = RELATIVE_TOLERANCE * np.abs(blocks).max(axis=-1, keepdims=True) + 1e-12
+    return bool((np.abs(rebuilt - blocks) <= limit).all())
+
+
+def find_grid(weight: np.ndarray) -> GridWeight | None:
+    """``weight`` is a MatMul B [K, N]; blocks run along K. None when no exact 4/8-bit grid is found."""
+    k, n = weight.shape
+    if k % BLOCK:
+        return None
+    blocks = weight.T.reshape(n, k // BLOCK, BLOCK).astype(np.float32)
+    low, high = blocks.min(-1, keepdims=True), blocks.max(-1, keepdims=True)
+    step = np.where(high > low, (high - low) / 15, 1.0).astype(np.float32)
+    q = np.clip(np.rint((blocks - low) / step), 0, 15)
+    if _fits(blocks, q * step + low):
+        q4 = q.astype(np.uint8)
+        blob = q4[..., 0::2] | (q4[..., 1::2] << 4)  # element 2i in the low nibble
+        offsets = (low + 8 * step)[..., 0].T.astype(np.float32)  # [blocks, N]
+        return GridWeight(4, blob, step.reshape(-1), offsets)
+    step = np.where(high > low, np.abs(blocks).max(-1, keepdims=True) / 127, 1.0).astype(np.float32)
+    q = np.clip(np.rint(blocks / step), -127, 127)
+    if _fits(blocks, q * step):
+        return GridWeight(8, (q + 128).astype(np.uint8), step.reshape(-1), None)
+    return None
+
+
+def repack_grid_weights(model_in: Path, model_out: Path) -> dict[str, int]:
+    """Replace every MatMul whose constant weight lies on a block grid with an exact ``MatMulNBits``.
+
+    Raises ``ValueError`` when no weight does: the source was not block-quantized (use another preset).
+    """
+    model = onnx.load(str(model_in))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_kept_fp32": 0}
+    nodes: list[onnx.NodeProto] = []
+    replaced: set[str] = set()
+    block_sums: dict[str, str] = {}  # input tensor → its per-block sums, shared by q/k/v and gate/up
+
+    def add_init(array: np.ndarray, name: str) -> str:
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        return name
+
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        grid = find_grid(numpy_helper.to_array(weight)) if weight is not None and len(weight.dims) == 2 else None
+        if weight is None or grid is None:
+            counts["matmul_kept_fp32"] += weight is not None
+            nodes.append(node)
+            continue
+        counts[f"matmul_{grid.bits}bit"] += 1
+        replaced.add(weight.name)
+        k, n = (int(d) for d in weight.dims)
+        base = node.name or node.output[0]
+        packed_out = node.output[0] if grid.offsets is None else f"{base}.packed"
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [node.input[0], add_init(grid.blob, f"{base}.qweight"), add_init(grid.scales, f"{base}.scales")],
+                [packed_out],
+                name=base,
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=grid.bits,
+                block_size=BLOCK,
+                accuracy_level=0 if grid.bits == 4 else 4,
+            )
+        )
+        if grid.offsets is None:
+            continue
+        source = node.input[0]
+        if source not in block_sums:
+            indicator = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), dtype=np.float32))
+            block_sums[source] = f"{base}.block_sums"
+            nodes.append(
+                helper.make_node(
+                    "MatMul", [source, add_init(indicator, f"{base}.block_indicator")], [block_sums[source]]
+                )
+            )
+        correction = f"{base}.offset_term"
+        nodes.append(
+            helper.make_node("MatMul", [block_sums[source], add_init(grid.offsets, f"{base}.offsets")], [correction])
+        )
+        nodes.append(helper.make_node("Add", [packed_out, correction], [node.output[0]], name=f"{base}.add_offsets"))
+    if not counts["matmul_4bit"] + counts["matmul_8bit"]:
+        raise ValueError(f"{model_in}: no MatMul weight lies on a 4/8-bit block grid; choose another preset")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    still_used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name not in replaced or init.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    del graph.value_info[:]  # shapes of rewired tensors are re-inferred by ORT
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(model_out))
+    return counts
