@@ -15,7 +15,6 @@ import base64
 import binascii
 import io
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Literal
 
@@ -113,17 +112,17 @@ def decode_image(data: bytes, config: ImagePreprocessing, *, where: str = "input
     """Decode a JPEG, PNG or WebP file into an upright RGB image, refusing oversized ones before decoding."""
     _check_size(len(data), config, where)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            width, height = image.size
-            if width * height > config.max_image_pixels:
-                raise _too_many_pixels(width, height, config, where)
-            if image.format == "JPEG":
-                image.draft("RGB", _draft_size(width, height, config))
-            image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Only the header is read here; the pixel limit is checked before anything is decoded. (No
+        # warnings.catch_warnings: it is not thread-safe, and requests decode in a thread pool.)
+        image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+        width, height = image.size
+        if width * height > config.max_image_pixels:
+            raise _too_many_pixels(width, height, config, where)
+        if image.format == "JPEG":
+            image.draft("RGB", _draft_size(width, height, config))
+        image.load()
+        return _to_rgb(ImageOps.exif_transpose(image))
+    except Image.DecompressionBombError:  # Pillow's own guard (> 2 x Image.MAX_IMAGE_PIXELS)
         raise _too_many_pixels(0, 0, config, where) from None
     except (MaasError, MemoryError):
         raise
