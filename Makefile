@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench reliability reliability-full clean
 
 install: $(STAMP)
 
@@ -28,6 +28,13 @@ lint: install
 
 bench: install
 	$(BIN)/maas bench minilm-embed
+
+# docs/reliability.md from tests/reliability (CI-sized); -full: >=1,000 fuzz cases and minutes-long load phases
+reliability: install
+	$(BIN)/python -m model_build.reliability_report
+
+reliability-full: install
+	$(BIN)/python -m model_build.reliability_report --full
 
 clean:
 	rm -rf $(VENV) artifacts build .pytest_cache

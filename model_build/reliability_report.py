@@ -1,0 +1,246 @@
+"""Regenerate docs/reliability.md: run tests/reliability, then render the figures its tests recorded.
+
+    python -m model_build.reliability_report            # the CI-sized run (a few minutes)
+    python -m model_build.reliability_report --full     # ≥1,000 fuzz cases, minutes-long load phases
+    python -m model_build.reliability_report --no-run   # re-render from build/reliability/*.json
+
+Every figure is written by a test (``record(section, name, value)`` in tests/reliability/conftest.py) into
+``build/reliability/<section>.json`` with the test's node id; this module only formats them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO_ROOT / "build" / "reliability"
+DOC = REPO_ROOT / "docs" / "reliability.md"
+SECTIONS = {
+    "limits": "Input limits: at the limit and at limit + 1",
+    "fuzz": "Fuzzing: schemathesis and hypothesis",
+    "load": "Load and overload (locust headless, loopback)",
+    "batch": "Duplicate and out-of-order deliveries",
+    "faults": "Faults injected vs records lost",
+    "integrity": "Corrupt and hostile artifacts",
+    "access": "Access: API keys, allow-lists, bucket owner",
+    "compliance": "Static gates: cdk-nag, cfn-lint, pip-audit",
+}
+Records = dict[str, dict[str, dict[str, Any]]]
+
+
+def run_tests(full: bool) -> dict[str, int]:
+    """Run tests/reliability from a clean figure directory; return pytest's outcome counts."""
+    if OUT_DIR.exists():
+        for path in OUT_DIR.glob("*.json"):
+            path.unlink()
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    junit = OUT_DIR / "junit.xml"
+    env = {**os.environ, "MAAS_RELIABILITY_FULL": "1" if full else "0"}
+    command = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider",
+               f"--junitxml={junit}"]  # fmt: skip
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False)
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    counts["exit_code"] = done.returncode
+    return counts
+
+
+def load_records() -> Records:
+    return {
+        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted(OUT_DIR.glob("*.json"))
+        if path.stem in SECTIONS
+    }
+
+
+def fmt(value: Any) -> str:
+    """A compact, table-safe rendering of a recorded value."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {fmt(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def cite(node: str) -> str:
+    path, _, name = node.partition("::")
+    return f"`{Path(path).name}::{name}`"
+
+
+def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _limits_table(records: dict[str, dict[str, Any]]) -> list[str]:
+    rows, other = [], {}
+    for name, entry in records.items():
+        value = entry["value"]
+        if isinstance(value, dict) and {"limit", "at_limit", "over_limit"} <= set(value):
+            rows.append([name, fmt(value["limit"]), fmt(value["at_limit"]), fmt(value["over_limit"]),
+                         cite(entry["test"]) + (f" — {entry['note']}" if entry["note"] else "")])  # fmt: skip
+        else:
+            other[name] = entry
+    lines = _rows(["limit", "value", "at the limit", "limit + 1", "test"], rows)
+    return lines + (["", *_generic_table(other)] if other else [])
+
+
+def _load_table(records: dict[str, dict[str, Any]]) -> list[str]:
+    rows, other = [], {}
+    for name, entry in records.items():
+        value = entry["value"]
+        if isinstance(value, dict) and "admitted_ms" in value:
+            admitted, refused = value["admitted_ms"], value["refused_ms"]
+            rows.append([
+                name, fmt(value["users"]), fmt(value["requests"]), fmt(value["rps"]), fmt(value["errors"]),
+                f"{fmt(value['admitted'])}: p50 {fmt(admitted['50'])} / p95 {fmt(admitted['95'])} / "
+                f"p99 {fmt(admitted['99'])} ms",
+                f"{fmt(value['refused_429'])} × 429, {fmt(value['refused_503'])} × 503"
+                + (f": p95 {fmt(refused['95'])} ms" if refused["95"] is not None else ""),
+                cite(entry["test"]),
+            ])  # fmt: skip
+        else:
+            other[name] = entry
+    lines = _rows(["phase", "users", "requests", "req/s", "errors", "admitted (latency)", "refused", "test"], rows)
+    return lines + (["", *_generic_table(other)] if other else [])
+
+
+def _generic_table(records: dict[str, dict[str, Any]]) -> list[str]:
+    rows = [
+        [name, fmt(entry["value"]), cite(entry["test"]) + (f" — {fmt(entry['note'])}" if entry["note"] else "")]
+        for name, entry in records.items()
+    ]
+    return _rows(["figure", "value", "test"], rows)
+
+
+def _get(records: Records, section: str, name: str) -> dict[str, Any]:
+    value: dict[str, Any] = records.get(section, {}).get(name, {}).get("value", {})
+    return value
+
+
+def headline(records: Records) -> list[str]:
+    """The issue's 'done when' list, each with its figure."""
+    limits = [e["value"] for e in records.get("limits", {}).values() if "over_limit" in e.get("value", {})]
+    refused_over = sum(1 for v in limits if str(v["over_limit"]) != "200")
+    fuzz = _get(records, "fuzz", "schemathesis (full run)") or _get(records, "fuzz", "schemathesis (CI run)")
+    held = _get(records, "load", "sustained at the cap")
+    over = _get(records, "load", "overload at 2x the cap")
+    sqs_dup = _get(records, "batch", "SQS: duplicate + out-of-order deliveries")
+    s3_dup = _get(records, "batch", "S3: duplicate + out-of-order events (versioned objects)")
+    sqs_faults = _get(records, "faults", "SQS: S3 faults on result writes")
+    s3_faults = [e["value"] for n, e in records.get("faults", {}).items() if n.startswith("S3 job:")]
+    integrity = list(records.get("integrity", {}).values())
+    hostile = _get(records, "access", "hostile reply_to URIs refused")
+    keys = _get(records, "access", "requests without a valid x-api-key refused")
+    nag = _get(records, "compliance", "cdk-nag AwsSolutions (default catalog)")
+    lint = _get(records, "compliance", "cfn-lint (default catalog)")
+    audit = _get(records, "compliance", "pip-audit (installed environment)") or _get(records, "compliance", "pip-audit")
+    rows = [
+        ["schemathesis cases / 5xx seen (target 0)",
+         f"{fmt(fuzz.get('cases'))} cases over {fmt(fuzz.get('operations'))} operations; "
+         f"5xx: {fmt(fuzz.get('responses_5xx'))}; failed checks: {fmt(fuzz.get('failures'))}"],
+        ["limits at limit / limit + 1",
+         f"{len(limits)} boundaries: at the limit accepted, limit + 1 refused in {refused_over} "
+         f"(the rest truncate by design)"],
+        ["load held", f"{fmt(held.get('requests'))} requests at concurrency {fmt(held.get('users'))}, "
+         f"errors {fmt(held.get('errors'))}, p95 {fmt(held.get('admitted_ms', {}).get('95'))} ms, "
+         f"p99 {fmt(held.get('admitted_ms', {}).get('99'))} ms"],
+        ["overload (2× the cap)", f"{fmt(over.get('refused_429'))} refused with 429 "
+         f"(p95 {fmt(over.get('refused_ms', {}).get('95'))} ms), {fmt(over.get('admitted'))} admitted "
+         f"(p95 {fmt(over.get('admitted_ms', {}).get('95'))} ms), errors {fmt(over.get('errors'))}"],
+        ["duplicates / out of order → results",
+         f"SQS: {fmt(sqs_dup.get('deliveries'))} deliveries of {fmt(sqs_dup.get('messages'))} messages → "
+         f"{fmt(sqs_dup.get('results'))} results, each written {fmt(sqs_dup.get('result_writes_max'))}×; "
+         f"S3: {fmt(s3_dup.get('events_delivered'))} events → {fmt(s3_dup.get('results'))} results, "
+         f"stale overwrites {fmt(s3_dup.get('stale_overwrites'))}"],
+        ["faults injected → records lost",
+         f"SQS: in {fmt(sqs_faults.get('messages_in'))} = out {fmt(sqs_faults.get('results_out'))} + DLQ "
+         f"{fmt(sqs_faults.get('dlq'))}, lost {fmt(sqs_faults.get('lost'))}; S3 jobs: {len(s3_faults)} fault "
+         f"kinds, lost {sum(int(v.get('lost', 0)) for v in s3_faults)}"],
+        ["corrupt artifacts refused", f"{sum(1 for e in integrity if e['value'].get('refused'))} of "
+         f"{len(integrity)} refused, served {sum(1 for e in integrity if e['value'].get('served'))}"],
+        ["hostile URIs refused", f"{fmt(hostile.get('refused'))} of {fmt(hostile.get('of'))}, "
+         f"S3 calls {fmt(hostile.get('s3_calls'))}; bad API keys refused {fmt(keys.get('refused'))} of "
+         f"{fmt(keys.get('of'))}"],
+        ["cdk-nag / cfn-lint / pip-audit", f"cdk-nag unacknowledged {fmt(nag.get('unacknowledged'))} "
+         f"({fmt(nag.get('acknowledged_with_reason'))} acknowledged with reasons); cfn-lint errors "
+         f"{fmt(lint.get('errors'))}; pip-audit {fmt(audit.get('vulnerabilities', audit.get('status')))}"],
+    ]  # fmt: skip
+    return _rows(["done when", "figure"], rows)
+
+
+def render(records: Records, counts: dict[str, int] | None, full: bool) -> str:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    lines = [
+        "# Reliability and security: figures",
+        "",
+        "Generated by `make reliability` (`python -m model_build.reliability_report`"
+        + (" --full" if full else "") + f") on {stamp}: {platform.machine()}, {cpus} CPUs, Python "
+        f"{platform.python_version()}. Each figure names the test in `tests/reliability/` that produced it; "
+        "rerun with `--full` for ≥1,000 fuzz cases and minutes-long load phases (`make reliability-full`).",
+        "",
+    ]  # fmt: skip
+    if counts is not None:
+        lines += [
+            f"Run: {'full' if full else 'CI-sized'}; {counts['tests']} tests, {counts['failures']} failed, "
+            f"{counts['errors']} errors, {counts['skipped']} skipped (pytest exit code {counts['exit_code']}).",
+            "",
+        ]
+    lines += ["## Summary", "", *headline(records), ""]
+    for section, title in SECTIONS.items():
+        if section not in records:
+            continue
+        lines += [f"## {title}", ""]
+        table = {"limits": _limits_table, "load": _load_table}.get(section, _generic_table)
+        lines += [*table(records[section]), ""]
+    gaps = [
+        f"- {entry['note'].removeprefix('GAP').strip(' :')} ({name}; {cite(entry['test'])})"
+        for section in records.values()
+        for name, entry in section.items()
+        if entry["note"].startswith("GAP")
+    ]
+    if gaps:
+        lines += ["## Known gaps (found by these tests)", "", *gaps, ""]
+    lines += [
+        "## How the figures are produced",
+        "",
+        "- Limits, access and artifact tests drive the real app in-process (FastAPI TestClient) and the Lambda "
+        "handlers with real-shaped events against moto.",
+        "- Fuzzing runs the schemathesis CLI (examples, coverage, fuzzing and stateful phases) against a uvicorn "
+        "server on 127.0.0.1 that serves the session's built artifacts; statuses come from its HAR report.",
+        "- Load runs `maas serve` in its own process with `MAAS_MAX_CONCURRENCY` set and drives it with locust "
+        "headless (`tests/reliability/locustfile.py`); the locustfile's exit code enforces the thresholds.",
+        "- SQS redelivery is played by the test (moto runs no event source mapping): receive, invoke, delete what "
+        "succeeded, let the rest return until the redrive policy moves it to the DLQ. S3 faults are injected in "
+        "botocore's `before-send`, below its retry loop.",
+        "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="long variants (≥1,000 fuzz cases, long load)")
+    parser.add_argument("--no-run", action="store_true", help="only re-render from build/reliability/*.json")
+    args = parser.parse_args(argv)
+    counts = None if args.no_run else run_tests(args.full)
+    DOC.write_text(render(load_records(), counts, args.full) + "\n", encoding="utf-8")
+    print(f"wrote {DOC.relative_to(REPO_ROOT)}")
+    return 0 if counts is None or (counts["failures"] == 0 and counts["errors"] == 0) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
