@@ -28,6 +28,11 @@ class PayloadTooLargeError(MaasError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaTypeError(MaasError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
 class ModelNotFoundError(MaasError):
     status_code = 404
     code = "model_not_found"

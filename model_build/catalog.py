@@ -28,6 +28,12 @@ class Gates(BaseModel):
     quantized_mean_cosine: float | None = Field(None, gt=0, le=1)
     quantized_min_cosine: float | None = Field(None, gt=0, le=1)
     quantized_top1_agreement: float | None = Field(None, gt=0, le=1)
+    quantized_top5_overlap: float | None = Field(None, gt=0, le=1)
+    quantized_decisive_top1_agreement: float | None = Field(
+        None, gt=0, le=1, description="top-1 agreement where torch's top-2 margin is decisive (≥ 0.1)"
+    )
+    labelled_top1_accuracy: float | None = Field(None, gt=0, le=1, description="served pipeline on labelled inputs")
+    quantized_max_perplexity_increase: float | None = Field(None, gt=0, description="relative, e.g. 0.02 = +2%")
     max_size_ratio: float | None = Field(None, gt=0, le=1, description="served model / fp32 export size")
     max_size_mb: float | None = Field(None, gt=0)
     min_heldout: int = Field(200, ge=1, description="refuse to judge quality on fewer held-out inputs")

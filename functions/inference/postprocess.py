@@ -33,4 +33,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return probs
 
 
+def ranked_labels(probs: np.ndarray, labels: list[str], top_k: int) -> list[list[dict[str, object]]]:
+    """Per row, the ``top_k`` labels with their probabilities, best first (ties keep label order)."""
+    top_k = min(top_k, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
+    return [[{"label": labels[j], "score": float(probs[i, j])} for j in order[i]] for i in range(len(probs))]
+
+
+def best_label_tensors(probs: np.ndarray, labels: list[str]) -> dict[str, np.ndarray]:
+    """The OIP outputs of a classifier: best label (BYTES), its score, and all probabilities."""
+    best = probs.argmax(axis=1)
+    return {
+        "label": np.array([labels[j].encode() for j in best], dtype=object),
+        "score": probs[np.arange(len(best)), best].astype(np.float32),
+        "probabilities": probs,
+    }
+
+
 POOLERS = {"mean": mean_pool, "cls": cls_pool}

@@ -92,7 +92,8 @@ def test_raw_upload(api, media, fmt):
 
 def test_raw_upload_refusals(api):
     url = f"/models/{MODEL}/predict/image"
-    assert api.post(url, json={"inputs": "x"}).json()["error"]["param"] == "content-type"
+    wrong_type = api.post(url, json={"inputs": "x"})
+    assert wrong_type.status_code == 415 and wrong_type.json()["error"]["param"] == "content-type"
     assert api.post(url, content=b"", headers={"content-type": "image/png"}).status_code == 422
     unknown = api.post(f"{url}?temperature=1", content=photo("coffee"), headers={"content-type": "image/png"})
     assert unknown.status_code == 422 and "temperature" in unknown.json()["error"]["message"]

@@ -20,7 +20,7 @@ from functions.api.schemas import (
     PredictResponse,
     Usage,
 )
-from functions.errors import InvalidInputError, UnsupportedOperationError
+from functions.errors import InvalidInputError, UnsupportedMediaTypeError, UnsupportedOperationError
 from functions.inference.pipelines import Pipeline, TaskResult
 from functions.manifest import Task
 
@@ -83,7 +83,7 @@ async def predict_image(model: str, request: Request, registry: RegistryDep) -> 
         )
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in RAW_IMAGE_TYPES:
-        raise InvalidInputError(
+        raise UnsupportedMediaTypeError(
             f"send the image file as the body with Content-Type {', '.join(RAW_IMAGE_TYPES)} (got {media or 'none'}); "
             f"JSON with base64 images goes to /models/{model}/predict",
             param="content-type",

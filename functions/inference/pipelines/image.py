@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError
 from functions.errors import ArtifactError, InvalidInputError
 from functions.inference.images import ImagePreprocessing, pixel_batch
 from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
-from functions.inference.postprocess import softmax
+from functions.inference.postprocess import best_label_tensors, ranked_labels, softmax
 from functions.manifest import Manifest, Task
 
 IMAGE_INPUT = "image"  # OIP BYTES input: encoded JPEG/PNG/WebP files (or their base64 text)
@@ -75,11 +75,7 @@ class ImageClassificationPipeline(Pipeline):
     def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
         params: ImageClassificationParameters = self.parse_parameters(parameters)
         probs = self.probabilities(self.pixels(inputs))
-        top_k = min(params.top_k, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        outputs = [
-            [{"label": self.labels[j], "score": float(probs[i, j])} for j in order[i]] for i in range(len(probs))
-        ]
+        outputs = ranked_labels(probs, self.labels, params.top_k)
         return TaskResult(outputs, 0, [False] * len(outputs))
 
     def oip_inputs(self) -> list[TensorMeta]:
@@ -112,12 +108,7 @@ class ImageClassificationPipeline(Pipeline):
         else:
             pixels = self.pixel_tensor(tensors[self.pixel_input])
         probs = self.probabilities(pixels)
-        best = probs.argmax(axis=1)
-        return {
-            "label": np.array([self.labels[j].encode() for j in best], dtype=object),
-            "score": probs[np.arange(len(best)), best].astype(np.float32),
-            "probabilities": probs,
-        }
+        return best_label_tensors(probs, self.labels)
 
     def pixel_tensor(self, tensor: np.ndarray) -> np.ndarray:
         """Check a caller's preprocessed tensor: shape ``[N, 3, size, size]``, finite floats."""

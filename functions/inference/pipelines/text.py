@@ -11,7 +11,7 @@ from pydantic import Field
 
 from functions.errors import InvalidInputError
 from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
-from functions.inference.postprocess import POOLERS, l2_normalize, softmax
+from functions.inference.postprocess import POOLERS, best_label_tensors, l2_normalize, ranked_labels, softmax
 from functions.inference.tokenizer import EncodedBatch, TextEncoder
 from functions.manifest import Manifest, Task
 
@@ -131,11 +131,7 @@ class ClassificationPipeline(TextPipeline):
     def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
         params: ClassificationParameters = self.parse_parameters(parameters)
         probs, batch = self.probabilities(inputs, truncate=params.truncate)
-        top_k = min(params.top_k, probs.shape[1])
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-        outputs = [
-            [{"label": self.labels[j], "score": float(probs[i, j])} for j in order[i]] for i in range(len(probs))
-        ]
+        outputs = ranked_labels(probs, self.labels, params.top_k)
         return TaskResult(outputs, sum(batch.token_counts), batch.truncated)
 
     def oip_outputs(self) -> list[TensorMeta]:
@@ -150,9 +146,4 @@ class ClassificationPipeline(TextPipeline):
     ) -> dict[str, np.ndarray]:
         params: ClassificationParameters = self.parse_parameters(parameters)
         probs, _ = self.probabilities(texts_from_tensor(tensors[TEXT_INPUT]), truncate=params.truncate)
-        best = probs.argmax(axis=1)
-        return {
-            "label": np.array([self.labels[j].encode() for j in best], dtype=object),
-            "score": probs[np.arange(len(best)), best].astype(np.float32),
-            "probabilities": probs,
-        }
+        return best_label_tensors(probs, self.labels)
