@@ -281,3 +281,39 @@ def test_an_unavailable_artifact_store_fails_the_cold_start_clearly(faulty_store
     record("faults", f"artifact store {fault} at cold start",
            {"attempts": attempts, "seconds": round(seconds, 2), "ready": False, "health_status": 503,
             "request_status": 503}, json.dumps(message[:160]))  # fmt: skip
+
+
+def test_a_graph_onnx_runtime_rejects_is_a_load_failure_not_a_crash(built_artifacts, tmp_path, record):
+    # GIVEN an artifact whose hashes match but whose graph ONNX Runtime cannot load (an unknown op domain)
+    from onnx import TensorProto, helper
+
+    directory = copy_artifact(built_artifacts, tmp_path)
+    x = helper.make_tensor_value_info("X", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("NoSuchOp", ["X"], ["Y"], domain="evil.domain")], "g", [x], [y])
+    with_model(directory, helper.make_model(graph))
+    # WHEN the process loads it
+    try:
+        registry = load(str(directory), tmp_path)
+        outcome = "load failure reported" if not registry.ready and registry.failures else "loaded"
+    except Exception as exc:  # the process would die at init, taking every other model with it
+        outcome = f"crash: {type(exc).__name__} escapes ModelRegistry.load"
+    fine = outcome == "load failure reported"
+    record("integrity", "graph ONNX Runtime refuses (hashes match)", {"outcome": outcome},
+           "" if fine else "GAP (registry owner): onnxruntime errors at session creation are not MaasErrors, so "
+           "ModelRegistry.load lets them escape; wrap them as ArtifactError")  # fmt: skip
+    if not fine:
+        pytest.xfail(outcome)
+
+
+def test_readiness_does_not_reveal_local_paths(tmp_path, record):
+    secret = tmp_path / "private-dir" / "model-x"
+    registry = load(str(secret), tmp_path)
+    with TestClient(create_app(registry, Settings())) as client:
+        body = client.get("/v2/health/ready").text
+    leaks = str(tmp_path) in body
+    record("access", "readiness body reveals local artifact paths", {"leaks": leaks},
+           "GAP (API/OIP router owner): /v2/health/ready returns load failures verbatim (paths, S3 URIs); "
+           "log them, answer a code" if leaks else "")  # fmt: skip
+    if leaks:
+        pytest.xfail("/v2/health/ready returns failure messages with local paths")

@@ -344,6 +344,7 @@ def test_s3_duplicate_and_stale_events_give_one_result_per_object(aws, s3_handle
         ("AccessDenied always", lambda n: (403, "AccessDenied"), "dlq"),
         ("503 ServiceUnavailable always", lambda n: (503, "ServiceUnavailable"), "dlq"),
     ],
+    ids=["slowdown-x2", "slowdown-x6", "access-denied", "unavailable"],
 )  # fmt: skip
 def test_s3_job_faults_on_output_writes(aws, s3_handler, record, label, fault_for, expected):
     calls: Counter[str] = Counter()
