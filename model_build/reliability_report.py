@@ -181,6 +181,41 @@ def headline(records: Records) -> list[str]:
     return _rows(["done when", "figure"], rows)
 
 
+_KNOBS = {  # setting → what it bounds (defaults are read from the settings classes, so they stay true)
+    "api_keys": "keys accepted in x-api-key; required by `maas serve` beyond loopback",
+    "max_concurrency": "requests in flight per process (0 = no cap)",
+    "max_queue": "requests waiting for a slot; beyond: 429 at once",
+    "queue_timeout_s": "longest wait for a slot; then 503 + Retry-After",
+    "max_request_bytes": "request body, as sent and once decompressed (413)",
+    "expected_bucket_owner": "ExpectedBucketOwner on S3 calls (artifacts and batch)",
+    "max_object_bytes": "S3 batch input object",
+    "max_line_bytes": "one JSONL/CSV line of a batch input",
+    "max_image_bytes": "one image of an S3 batch job",
+    "reply_allowlist": "where SQS results may be written",
+}
+
+
+def knobs() -> list[str]:
+    """The settings that bound what a caller can ask, with their defaults."""
+    from functions.batch.settings import BatchSettings
+    from functions.settings import Settings
+
+    rows, seen = [], set()
+    for cls in (Settings, BatchSettings):
+        for name, field in cls.model_fields.items():
+            if name in _KNOBS and name not in seen:
+                seen.add(name)
+                default = field.default
+                shown = "(empty)" if str(default) in ("", "**********", "None") else fmt(default)
+                rows.append([f"`MAAS_{name.upper()}`", shown, _KNOBS[name]])
+    notes = [
+        "Per model (catalog `limits`, enforced from the artifact manifest): `max_batch` inputs per request, "
+        "`max_seq_len` tokens per input (truncated or 413 with `truncate=false`), `max_input_chars` characters per "
+        "input; generation adds `max_new_tokens` and the context length; images `max_image_bytes`/`max_image_pixels`."
+    ]  # fmt: skip
+    return ["### Limits and access settings", "", *_rows(["setting", "default", "bounds"], rows), "", *notes]
+
+
 def render(records: Records, counts: dict[str, int] | None, full: bool) -> str:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -199,7 +234,7 @@ def render(records: Records, counts: dict[str, int] | None, full: bool) -> str:
             f"{counts['errors']} errors, {counts['skipped']} skipped (pytest exit code {counts['exit_code']}).",
             "",
         ]
-    lines += ["## Summary", "", *headline(records), ""]
+    lines += ["## Summary", "", *headline(records), "", *knobs(), ""]
     for section, title in SECTIONS.items():
         if section not in records:
             continue
