@@ -213,3 +213,46 @@ def test_openai_sdk_sees_typed_errors(openai_client: Any) -> None:
     assert excinfo.value.status_code == 413
     with pytest.raises(openai.NotFoundError):
         openai_client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "Hi"}])
+
+
+# --- Lambda (Mangum): the same routes, streaming buffered into one response ------------------------------
+def test_lambda_chat_stream_arrives_as_one_buffered_sse_body(artifact: Path) -> None:
+    import base64
+    import importlib
+    import json
+
+    from tests.conftest import EVENTS_DIR
+
+    class Context:
+        aws_request_id = "lambda-req-gen"
+        function_name = "maas-smollm2"
+        memory_limit_in_mb = 4096
+        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:maas-smollm2"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 28_000
+
+    from functions.inference import registry as registry_module
+    from functions.settings import get_settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MAAS_MODELS", str(artifact))
+        get_settings.cache_clear()
+        registry_module.get_registry.cache_clear()
+        try:
+            import functions.handlers.http as http_module
+
+            handler = importlib.reload(http_module).handler
+            event = json.loads((EVENTS_DIR / "apigw_v2_chat_completions_stream.json").read_text())
+            response = handler(event, Context())
+        finally:
+            get_settings.cache_clear()
+            registry_module.get_registry.cache_clear()
+    assert response["statusCode"] == 200
+    assert response["headers"]["content-type"].startswith("text/event-stream")
+    body = base64.b64decode(response["body"]).decode() if response.get("isBase64Encoded") else response["body"]
+    events = [line[len("data: ") :] for line in body.split("\n\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert "4" in text and chunks[-1]["usage"]["completion_tokens"] > 0
