@@ -110,6 +110,8 @@ class Generation:
         return self
 
     def __iter__(self) -> Iterator[str]:
+        if self.token_ids:
+            raise RuntimeError("a Generation runs once; create a new one to generate again")
         cache = self.decoder.empty_cache()
         logits = self.decoder.forward(self.prompt_ids, cache)
         emitted = 0
