@@ -221,19 +221,10 @@ def test_lambda_chat_stream_arrives_as_one_buffered_sse_body(artifact: Path) -> 
     import importlib
     import json
 
-    from tests.conftest import EVENTS_DIR
-
-    class Context:
-        aws_request_id = "lambda-req-gen"
-        function_name = "maas-smollm2"
-        memory_limit_in_mb = 4096
-        invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:maas-smollm2"
-
-        def get_remaining_time_in_millis(self) -> int:
-            return 28_000
-
     from functions.inference import registry as registry_module
     from functions.settings import get_settings
+    from tests.conftest import EVENTS_DIR
+    from tests.functional.test_lambda_events import Context
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MAAS_MODELS", str(artifact))
