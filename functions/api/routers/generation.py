@@ -39,6 +39,14 @@ from functions.inference.registry import ModelRegistry
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# With ``stream: true`` the 200 is a server-sent event stream instead of the JSON body.
+STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/event-stream": {"schema": {"type": "string", "description": "data: {chunk} ... data: [DONE]"}}
+        }
+    }
+}
 
 
 def _pipeline(registry: ModelRegistry, model: str, route: str) -> GenerationPipeline:
@@ -122,7 +130,12 @@ def _prompts(request: CompletionRequest) -> list[str]:
     return [str(p) for p in prompts]
 
 
-@router.post("/completions", response_model=CompletionResponse, summary="Create a completion (text in, text out)")
+@router.post(
+    "/completions",
+    response_model=CompletionResponse,
+    responses=STREAM_RESPONSE,
+    summary="Create a completion (text in, text out)",
+)
 async def create_completion(request: CompletionRequest, registry: RegistryDep) -> Any:
     pipeline = _pipeline(registry, request.model, "/v1/completions")
     _check_common(request)
@@ -190,7 +203,12 @@ def _messages(request: ChatCompletionRequest) -> list[ChatMessage]:
     return messages
 
 
-@router.post("/chat/completions", response_model=ChatCompletionResponse, summary="Create a chat completion")
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses=STREAM_RESPONSE,
+    summary="Create a chat completion",
+)
 async def create_chat_completion(request: ChatCompletionRequest, registry: RegistryDep) -> Any:
     pipeline = _pipeline(registry, request.model, "/v1/chat/completions")
     _check_common(request)
