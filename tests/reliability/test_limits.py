@@ -319,3 +319,22 @@ def test_image_bytes_and_pixels_at_and_over_their_limits(record):
     limit_figure(
         record, "image pixels (decode_image)", 64 * 64, "accepted", 413, "catalog default 40 MP; read from the header"
     )
+
+
+def test_an_unexpected_failure_is_a_500_that_leaks_nothing(client, registry, monkeypatch, record):
+    # GIVEN a model that fails with an internal error naming a file path (as real exceptions do)
+    pipeline = registry.get(EMBED)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom in /work/main/functions/inference/session.py line 42 at 0x7f3a2b1c9d80")
+
+    for method in ("predict", "embed", "infer_tensors"):
+        monkeypatch.setattr(pipeline, method, broken)
+    # WHEN each protocol calls it THEN a 500 in the protocol's shape says only to quote the request id
+    for protocol in ROUTES:
+        path, body = ROUTES[protocol]
+        response = client.post(path, json=body, headers={"x-request-id": f"rid-{protocol}"})
+        error = assert_clean_error(response, 500)
+        assert f"rid-{protocol}" in json.dumps(error) and "boom" not in response.text
+    record("limits", "unexpected internal error (all protocols)", {"status": 500, "leaks": 0},
+           "message: 'internal error; quote request id <id>'")  # fmt: skip
