@@ -12,7 +12,7 @@ quantizer rounds them onto a second grid and costs quality for nothing; int8 com
   (``accuracy_level=0``) keeps activations unrounded, so the result equals the fp32 graph to float
   rounding (ORT's fast 4-bit kernels need uint8 zero points; float zero points take a ~100× slower path).
 - Q8_0, ``w = d·q`` (q ∈ −127..127): 8-bit symmetric with int8 compute (``accuracy_level=4``), ORT's
-  only fast 8-bit path.
+  only fast 8-bit path, or kept fp32 (``pack_8bit=False``) to stay exact.
 
 A MatMul whose weight fits neither grid is left in fp32 and counted. Path in → path out.
 """
@@ -65,10 +65,12 @@ def find_grid(weight: np.ndarray) -> GridWeight | None:
     return None
 
 
-def repack_grid_weights(model_in: Path, model_out: Path) -> dict[str, int]:
+def repack_grid_weights(model_in: Path, model_out: Path, *, pack_8bit: bool) -> dict[str, int]:
     """Replace every MatMul whose constant weight lies on a block grid with an exact ``MatMulNBits``.
 
-    Raises ``ValueError`` when no weight does: the source was not block-quantized (use another preset).
+    ``pack_8bit=False`` keeps Q8_0-grid weights (SmolLM2's LM head) in fp32: the only fast 8-bit kernel
+    rounds activations to int8, which flips near-tied next tokens; fp32 keeps the graph exact.
+    Raises ``ValueError`` when no weight fits: the source was not block-quantized (use another preset).
     """
     model = onnx.load(str(model_in))
     graph = model.graph
@@ -85,6 +87,8 @@ def repack_grid_weights(model_in: Path, model_out: Path) -> dict[str, int]:
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
         grid = find_grid(numpy_helper.to_array(weight)) if weight is not None and len(weight.dims) == 2 else None
+        if grid is not None and grid.bits == 8 and not pack_8bit:
+            grid = None
         if weight is None or grid is None:
             counts["matmul_kept_fp32"] += weight is not None
             nodes.append(node)

@@ -111,7 +111,7 @@ PRESETS: dict[str, QuantPreset] = {
             bits=4,
             op_types=("MatMul",),
             source_grid=True,
-            description="GGUF weights re-packed exactly: Q4_1 → 4-bit MatMulNBits (fp32 compute), Q8_0 → 8-bit",
+            description="GGUF Q4_1 weights re-packed exactly as 4-bit MatMulNBits (fp32 compute); Q8_0 kept fp32",
         ),
     )
 }
@@ -172,7 +172,7 @@ def quantize(model_in: Path, model_out: Path, preset: QuantPreset) -> Quantizati
     elif preset.source_grid:
         from model_build.grid_repack import repack_grid_weights
 
-        repack_grid_weights(model_in, model_out)
+        repack_grid_weights(model_in, model_out, pack_8bit=preset.bits == 8)
     elif preset.method == "weight-only":
         _blockwise(onnx.load(str(model_in)), model_out, preset, nodes=None)
     elif preset.method == "static":

@@ -4,7 +4,8 @@ Gates, all measured through the runtime's ``GenerationPipeline`` on staged artif
 
 - ``chat_template_match``: the runtime's ChatML renderer gives exactly the model's Jinja template output.
 - ``fp32_greedy_match``: greedy continuations of a fixed prompt set equal torch ``generate``'s
-  token for token (fraction of prompts; required 1.0).
+  token for token (fraction of prompts; required 1.0); ``quantized_greedy_match``: the same for the
+  served model (required ``MIN_QUANTIZED_GREEDY_MATCH``).
 - ``fp32_max_abs_diff``: teacher-forced next-token logits, fp32 ONNX (step by step, KV cache) vs torch.
 - ``quantized_top1_agreement`` and ``quantized_perplexity_increase`` on held-out text
   (``data/generation_heldout.txt``): the served model's next-token argmax vs torch's, and its
@@ -34,10 +35,12 @@ from model_build.recipes.base import Recipe
 MAX_NEW_TOKENS = 512  # per request; at ~25-50 ms/token on 1-2 vCPUs this fits a 29 s API Gateway timeout
 DEFAULT_MAX_NEW_TOKENS = 64
 GREEDY_NEW_TOKENS = 24
-# Perplexity of the served model on the held-out text may exceed torch's by at most this fraction
-# (catalog Gates has no field for it yet; `quantized_max_perplexity_increase` is read if it appears).
+# Default bound on the served model's held-out perplexity over torch's (catalog: quantized_max_perplexity_increase).
 MAX_PERPLEXITY_INCREASE = 0.02
 FP32_TEACHER_FORCED_PARAGRAPHS = 2
+# Served greedy continuations identical to torch's, as a fraction of the parity prompts. Any weight or
+# activation rounding flips some near-tied tokens; the exact grid re-pack (int4-source-grid) gives 1.0.
+MIN_QUANTIZED_GREEDY_MATCH = 0.75
 
 PARITY_PROMPTS: list[str | list[tuple[str, str]]] = [
     [("user", "What is the capital of France?")],
@@ -126,10 +129,10 @@ class GenerationRecipe(Recipe):
         served_logits = [_teacher_forced(served, i) for i in ids]
         agreement, ppl_ref, ppl_served = _agreement_and_perplexity(ids, reference, served_logits)
         increase = ppl_served / ppl_ref - 1
-        ppl_bound = getattr(gates, "quantized_max_perplexity_increase", None) or MAX_PERPLEXITY_INCREASE
+        ppl_bound = gates.quantized_max_perplexity_increase or MAX_PERPLEXITY_INCREASE
         results = [
             self._template_gate(fp32),
-            self._greedy_gate(fp32),
+            *self._greedy_gates(fp32, served),
             validate.gate(
                 "fp32_max_abs_diff",
                 diff,
@@ -176,16 +179,18 @@ class GenerationRecipe(Recipe):
             f"{len(TEMPLATE_CASES)} conversations: runtime ChatML vs the model's Jinja template",
         )
 
-    def _greedy_gate(self, pipeline: GenerationPipeline) -> GateResult:
-        matched, compared = 0, 0
-        eos = sorted(pipeline.eos_token_ids)
+    def _greedy_gates(self, fp32: GenerationPipeline, served: GenerationPipeline) -> list[GateResult]:
+        """Greedy continuations of the parity prompts: fp32 must equal torch's; served, most of them."""
+        eos = sorted(fp32.eos_token_ids)
+        same = {"fp32": 0, "served": 0}
+        compared = 0
         for prompt in PARITY_PROMPTS:
             text = (
                 prompt
                 if isinstance(prompt, str)
-                else render_chat(_messages(prompt), default_system_prompt=pipeline.config.default_system_prompt)
+                else render_chat(_messages(prompt), default_system_prompt=fp32.config.default_system_prompt)
             )
-            ids = pipeline.encode(text)
+            ids = fp32.encode(text)
             with torch.inference_mode():
                 out = self.source.module.generate(
                     torch.tensor([ids]),
@@ -196,16 +201,16 @@ class GenerationRecipe(Recipe):
                     pad_token_id=eos[0],
                 )
             expected = out[0, len(ids) :].tolist()
-            got = pipeline.generation(ids, max_new_tokens=GREEDY_NEW_TOKENS, sampling=SamplingParams()).run()
-            matched += got.token_ids == expected
             compared += len(expected)
-        return validate.gate(
-            "fp32_greedy_match",
-            matched / len(PARITY_PROMPTS),
-            1.0,
-            ">=",
-            f"{len(PARITY_PROMPTS)} prompts, {compared} greedy tokens vs torch generate",
-        )
+            for name, pipeline in (("fp32", fp32), ("served", served)):
+                got = pipeline.generation(ids, max_new_tokens=GREEDY_NEW_TOKENS, sampling=SamplingParams()).run()
+                same[name] += got.token_ids == expected
+        detail = f"{len(PARITY_PROMPTS)} prompts, {compared} greedy tokens vs torch generate"
+        count = len(PARITY_PROMPTS)
+        return [
+            validate.gate("fp32_greedy_match", same["fp32"] / count, 1.0, ">=", detail),
+            validate.gate("quantized_greedy_match", same["served"] / count, MIN_QUANTIZED_GREEDY_MATCH, ">=", detail),
+        ]
 
 
 def _teacher_forced(pipeline: GenerationPipeline, ids: list[int]) -> np.ndarray:

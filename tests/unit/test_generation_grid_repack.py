@@ -62,7 +62,7 @@ def test_grids_are_recognised() -> None:
 def test_q4_1_weights_are_packed_exactly_and_shared_block_sums(tmp_path: Path) -> None:
     w1, w2 = q4_1_weight(), q4_1_weight()
     source = two_matmul_model(tmp_path / "in.onnx", w1, w2)
-    counts = repack_grid_weights(source, tmp_path / "out.onnx")
+    counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=False)
     assert counts == {"matmul_4bit": 2, "matmul_8bit": 0, "matmul_kept_fp32": 0}
     ops = [n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node]
     assert ops.count("MatMulNBits") == 2 and ops.count("MatMul") == 3  # one block-sum shared by both
@@ -73,14 +73,17 @@ def test_q4_1_weights_are_packed_exactly_and_shared_block_sums(tmp_path: Path) -
 
 def test_off_grid_weights_stay_fp32(tmp_path: Path) -> None:
     source = two_matmul_model(tmp_path / "in.onnx", q8_0_weight(), RNG.normal(size=(K, N)).astype(np.float32))
-    assert repack_grid_weights(source, tmp_path / "out.onnx") == {
-        "matmul_4bit": 0,
-        "matmul_8bit": 1,
-        "matmul_kept_fp32": 1,
-    }
+    counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=True)
+    assert counts == {"matmul_4bit": 0, "matmul_8bit": 1, "matmul_kept_fp32": 1}
+
+
+def test_q8_0_weights_stay_fp32_unless_asked(tmp_path: Path) -> None:
+    source = two_matmul_model(tmp_path / "in.onnx", q4_1_weight(), q8_0_weight())
+    counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=False)
+    assert counts == {"matmul_4bit": 1, "matmul_8bit": 0, "matmul_kept_fp32": 1}
 
 
 def test_a_model_without_any_grid_is_refused(tmp_path: Path) -> None:
     w = RNG.normal(size=(K, N)).astype(np.float32)
     with pytest.raises(ValueError, match="block grid"):
-        repack_grid_weights(two_matmul_model(tmp_path / "in.onnx", w, w), tmp_path / "out.onnx")
+        repack_grid_weights(two_matmul_model(tmp_path / "in.onnx", w, w), tmp_path / "out.onnx", pack_8bit=True)
