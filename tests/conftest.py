@@ -72,3 +72,22 @@ def live_server(registry) -> Iterator[str]:  # type: ignore[no-untyped-def]
 
     with BackgroundServer(registry) as server:
         yield server.url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_caches() -> Iterator[None]:
+    """Each test sees settings, registry and AWS clients built from its own environment, as a new process would."""
+    from functions.batch.s3io import clear_clients
+    from functions.batch.settings import get_batch_settings
+    from functions.inference import registry as registry_module
+    from functions.settings import get_settings
+
+    def clear() -> None:
+        get_settings.cache_clear()
+        get_batch_settings.cache_clear()
+        registry_module.get_registry.cache_clear()
+        clear_clients()
+
+    clear()
+    yield
+    clear()

@@ -35,3 +35,10 @@ class StorageError(MaasError):
 
     status_code = 502
     code = "storage_unavailable"
+
+
+class MessageInProgressError(MaasError):
+    """Another invocation holds this message's idempotency claim: it returns to the queue and is retried."""
+
+    status_code = 409
+    code = "message_in_progress"

@@ -12,8 +12,10 @@ Two phases per batch of messages:
    result delivered or is reported failed. FIFO queues use ``SqsFifoPartialProcessor`` so a failure
    holds back the rest of its message group, preserving order.
 
-Delivery is idempotent per ``messageId`` when a store is configured, so an at-least-once redelivery
-does not send a second reply.
+Work is idempotent per ``messageId`` when a store is configured: phase 1 claims each message in the
+store before inferring it (Powertools' persistence layer: in progress → completed, or released on
+failure), so an at-least-once redelivery of a delivered message neither runs the model again nor sends
+a second reply, and a copy that arrives while another invocation holds the claim returns to the queue.
 
 A message whose body is an S3 notification (a bucket notifying the queue, as infra wires GPU
 models) runs that S3 batch job instead (``s3_jobs``); its failure fails the message.
@@ -33,11 +35,13 @@ from aws_lambda_powertools.utilities.batch import (
 )
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+from aws_lambda_powertools.utilities.idempotency import BasePersistenceLayer, IdempotencyConfig
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyItemAlreadyExistsError
+from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import STATUS_CONSTANTS
 from pydantic import ValidationError
 
 from functions.batch.engine import RunStats, WorkItem, run_items
-from functions.batch.exceptions import PoisonMessageError, ReplyRefusedError
+from functions.batch.exceptions import MessageInProgressError, PoisonMessageError, ReplyRefusedError
 from functions.batch.idempotency import persistence_layer
 from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination
 from functions.batch.s3_jobs import S3JobRunner
@@ -61,6 +65,47 @@ class Prepared:
     destination: Destination | None = None
     error: Exception | None = None
     s3_event: dict[str, Any] | None = None  # an S3 notification delivered through the queue
+    delivered: str | None = None  # an earlier delivery of this message completed: its destination
+    claimed: bool = False  # this invocation holds the message's idempotency claim
+
+
+class MessageClaims:
+    """Per-``messageId`` claims in the idempotency store (DynamoDB or S3 records), taken before inference."""
+
+    _IN_PROGRESS_FALLBACK_MS = 900_000  # no Lambda context (local runs): Lambda's longest invocation
+
+    def __init__(self, store: BasePersistenceLayer, ttl_seconds: int, context: Any) -> None:
+        config = IdempotencyConfig(event_key_jmespath="message_id", expires_after_seconds=ttl_seconds)
+        store.configure(config, key_prefix="maas-sqs-reply")
+        self.store, self.context = store, context
+
+    def claim(self, message_id: str) -> str | None:
+        """Take the claim (None), or the destination of an earlier completed delivery.
+
+        Raises ``MessageInProgressError`` when another invocation holds the claim."""
+        data = {"message_id": message_id}
+        remaining = self._IN_PROGRESS_FALLBACK_MS
+        if self.context is not None and hasattr(self.context, "get_remaining_time_in_millis"):
+            remaining = int(self.context.get_remaining_time_in_millis())
+        try:
+            self.store.save_inprogress(data=data, remaining_time_in_millis=remaining)
+            return None
+        except IdempotencyItemAlreadyExistsError as exc:
+            record = exc.old_data_record or self.store.get_record(data=data)
+        if record is not None and record.status == STATUS_CONSTANTS["COMPLETED"]:
+            found = record.response_json_as_dict() or {}
+            return str(found.get("destination", "")) if isinstance(found, dict) else str(found)
+        raise MessageInProgressError(f"message {message_id} is being processed by another invocation; it returns "
+                                     "to the queue and is retried after its visibility timeout")
+
+    def complete(self, message_id: str, destination: str) -> None:
+        self.store.save_success(data={"message_id": message_id}, result={"destination": destination})
+
+    def release(self, message_id: str, error: Exception) -> None:
+        try:
+            self.store.delete_record(data={"message_id": message_id}, exception=error)
+        except Exception:  # the claim then expires on its own; the message is still reported failed
+            logger.exception("could not release an idempotency claim", extra={"message_id": message_id})
 
 
 class SqsInferenceRunner:
@@ -74,8 +119,8 @@ class SqsInferenceRunner:
 
     def handle(self, event: dict[str, Any], context: Any = None) -> PartialItemFailureResponse:
         records = [SQSRecord(raw) for raw in event.get("Records", [])]
-        prepared = self.prepare(records)
-        deliver = self._idempotent_deliver(context)
+        claims = self._claims(context)
+        prepared = self.prepare(records, claims)
 
         def record_handler(record: SQSRecord) -> str:
             item = prepared[record.message_id]
@@ -85,10 +130,17 @@ class SqsInferenceRunner:
                 if item.s3_event is not None:
                     jobs = self.s3_jobs.handle(item.s3_event, context)
                     return f"{len(jobs['jobs'])} S3 job(s)"
+                if item.delivered is not None:
+                    metrics.add_metric(name="MessagesDuplicate", unit=MetricUnit.Count, value=1)
+                    return item.delivered
                 assert item.reply is not None and item.destination is not None
-                destination: str = deliver(message_id=record.message_id, reply=item.reply,
+                destination = self.deliver(message_id=record.message_id, reply=item.reply,
                                            destination=item.destination)
+                if claims is not None and item.claimed:
+                    claims.complete(record.message_id, destination)
             except Exception as exc:
+                if claims is not None and item.claimed:
+                    claims.release(record.message_id, exc)
                 logger.warning("message failed; it returns to the queue", extra=_failure_log(record, exc))
                 metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
                 raise
@@ -99,8 +151,8 @@ class SqsInferenceRunner:
         processor = SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
         return process_partial_response(event, record_handler, processor, context)
 
-    def prepare(self, records: list[SQSRecord]) -> dict[str, Prepared]:
-        """Phase 1: validate every message and run the valid ones through the model in few ORT runs."""
+    def prepare(self, records: list[SQSRecord], claims: MessageClaims | None = None) -> dict[str, Prepared]:
+        """Phase 1: validate every message, claim it, and run the claimed ones through the model in few ORT runs."""
         prepared: dict[str, Prepared] = {}
         by_model: dict[str, list[tuple[str, InferenceRequest]]] = {}
         for record in records:
@@ -117,7 +169,16 @@ class SqsInferenceRunner:
                 logger.exception("unexpected error reading a message", extra={"message_id": record.message_id})
                 prepared[record.message_id] = Prepared(error=exc)
                 continue
-            prepared[record.message_id] = Prepared(destination=destination)
+            slot = prepared[record.message_id] = Prepared(destination=destination)
+            if claims is not None:
+                try:
+                    slot.delivered = claims.claim(record.message_id)
+                except Exception as exc:  # in progress elsewhere, or the store is unreachable: retry later
+                    slot.error = exc
+                    continue
+                if slot.delivered is not None:  # a redelivery of a delivered message: no second inference
+                    continue
+                slot.claimed = True
             by_model.setdefault(request.model, []).append((record.message_id, request))
         for model, requests in by_model.items():
             try:
@@ -125,7 +186,7 @@ class SqsInferenceRunner:
             except Exception as exc:  # a system fault: every message of this model fails and is retried
                 logger.exception("inference failed for a batch of messages", extra={"model": model})
                 for message_id, _ in requests:
-                    prepared[message_id] = Prepared(error=exc)
+                    prepared[message_id].error = exc
         return prepared
 
     def _parse(self, body: Any) -> tuple[InferenceRequest, Destination]:
@@ -166,23 +227,10 @@ class SqsInferenceRunner:
             )
         metrics.add_metric(name="PredictCalls", unit=MetricUnit.Count, value=stats.predict_calls)
 
-    def _idempotent_deliver(self, context: Any) -> Any:
+    def _claims(self, context: Any) -> MessageClaims | None:
         store = persistence_layer(self.settings, bucket=self.settings.batch_bucket or None, s3=self.s3,
                                   dynamodb=self.dynamodb)
-        if store is None:
-            return self.deliver
-        config = IdempotencyConfig(event_key_jmespath="message_id",
-                                   expires_after_seconds=self.settings.idempotency_ttl_seconds)
-        if context is not None and hasattr(context, "get_remaining_time_in_millis"):
-            config.register_lambda_context(context)
-
-        def deliver_once(*, message_id: dict[str, str], reply: InferenceReply, destination: Destination) -> str:
-            return self.deliver(message_id=message_id["message_id"], reply=reply, destination=destination)
-
-        wrapped = idempotent_function(data_keyword_argument="message_id", persistence_store=store, config=config,
-                                      key_prefix="maas-sqs-reply")(deliver_once)
-        return lambda *, message_id, reply, destination: wrapped(
-            message_id={"message_id": message_id}, reply=reply, destination=destination)
+        return None if store is None else MessageClaims(store, self.settings.idempotency_ttl_seconds, context)
 
     def deliver(self, *, message_id: str, reply: InferenceReply, destination: Destination) -> str:
         """Write one reply; any exception fails the message so it is retried, never dropped."""

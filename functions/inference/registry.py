@@ -29,9 +29,18 @@ def pipeline_for(directory: Path, manifest: Manifest, *, intra_op_threads: int =
     cls = PIPELINES.get(manifest.task)
     if cls is None:
         raise ArtifactError(f"{manifest.name}: task {manifest.task} is not served by this runtime version")
-    pipeline = cls(directory, manifest, intra_op_threads=intra_op_threads)
-    if warmup:
-        pipeline.warmup()
+    try:
+        pipeline = cls(directory, manifest, intra_op_threads=intra_op_threads)
+        if warmup:
+            pipeline.warmup()
+    except MaasError:
+        raise
+    except Exception as exc:  # onnxruntime/tokenizers refuse the files: a load failure, never a crashed process
+        logger.exception("artifact files refused at session creation", extra={"model": manifest.name})
+        raise ArtifactError(
+            f"{manifest.name}: ONNX Runtime or the tokenizer could not load the artifact ({type(exc).__name__}); "
+            "rebuild it with `maas build` for this runtime version"
+        ) from exc
     return pipeline
 
 
@@ -41,6 +50,7 @@ class ModelRegistry:
     def __init__(self) -> None:
         self._pipelines: dict[str, Pipeline] = {}
         self.failures: dict[str, str] = {}
+        self.failure_codes: dict[str, str] = {}
         self.load_seconds: dict[str, float] = {}
 
     def add(self, pipeline: Pipeline) -> None:
@@ -58,6 +68,7 @@ class ModelRegistry:
             )
         except MaasError as exc:
             self.failures[uri] = exc.message
+            self.failure_codes[uri] = exc.code
             logger.error("model failed to load", extra={"uri": uri, "error": exc.message})
             return None
         self.load_seconds[pipeline.name] = time.perf_counter() - started
@@ -90,6 +101,12 @@ class ModelRegistry:
 
     def pipelines(self) -> list[Pipeline]:
         return [self._pipelines[name] for name in self.names()]
+
+    def failure_summary(self) -> list[dict[str, str]]:
+        """What readiness may tell any caller: one stable code per artifact that failed to load.
+
+        The messages name local paths and S3 URIs, so they go to the logs only (logged at load time)."""
+        return [{"code": self.failure_codes.get(uri, ArtifactError.code)} for uri in self.failures]
 
     @property
     def ready(self) -> bool:

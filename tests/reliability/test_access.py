@@ -280,10 +280,9 @@ def test_a_reply_to_that_breaks_url_parsing_fails_alone(aws, sqs_handler, record
         "access",
         "reply_to with a fullwidth solidus in the bucket (urllib ValueError)",
         {"fails_alone": fails_alone, "response": response},
-        "" if fails_alone else "GAP (batch owner): ValueError escapes SqsInferenceRunner._parse and fails the batch",
+        "urlparse's ValueError is a ReplyRefusedError: the message fails alone",
     )
-    if not fails_alone:
-        pytest.xfail("functions/batch/replies.py: urlparse ValueError is not a ReplyRefusedError; the batch fails")
+    assert fails_alone, response
 
 
 def test_allowed_destinations_work_and_every_s3_call_names_the_bucket_owner(aws, sqs_handler, record):

@@ -193,8 +193,8 @@ def test_sqs_duplicates_and_disorder_give_exactly_one_result_per_message(aws, sq
            {"messages": len(bodies), "deliveries": stats["deliveries"], "invocations": stats["invocations"],
             "results": len(latest), "result_writes_max": max(writes.values()), "lost": 0, "dlq": stats["dlq"],
             "inferences_per_message": dict(sorted(inferences.items()))},
-           "GAP (batch owner): a redelivered message is inferred again; only the reply is deduplicated"
-           if max(inferences) > 1 else "")  # fmt: skip
+           "claims in the idempotency store before inference: a redelivery neither infers nor replies again")
+    assert set(inferences) == {1}, inferences  # every message inferred exactly once
 
 
 def test_sqs_faults_on_result_writes_in_equals_out_plus_dlq(aws, sqs_handler, record):

@@ -39,7 +39,8 @@ def live() -> dict[str, bool]:
 def ready(registry: RegistryDep) -> JSONResponse:
     body: dict[str, Any] = {"ready": registry.ready, "models": registry.names()}
     if registry.failures:
-        body["failures"] = list(registry.failures.values())
+        body["failures"] = registry.failure_summary()
+        body["detail"] = "artifacts failed to load; the process logs name each one and the reason"
     return JSONResponse(body, status_code=200 if registry.ready else 503)
 
 
