@@ -1,9 +1,10 @@
 """`maas bench <text-generation model>`: decode speed side by side in ONE run, interleaved.
 
-Cases, all greedy with a KV cache, generating exactly ``new_tokens`` (EOS ignored so every case does
-the same work): torch eager (``generate`` with its DynamicCache), ORT on the fp32 export, and the maas
-artifact through the runtime's own generation loop. Reported per case: time to first token (prefill
-of the prompt + one step) and decode tokens/s over the remaining tokens.
+Cases, all greedy, generating exactly ``new_tokens`` (EOS ignored so every case does the same work):
+torch eager (``generate`` with its DynamicCache), ORT on the fp32 export and the maas artifact through
+the runtime's own generation loop (KV cache), and the maas artifact *without* the cache (every step
+re-runs the whole sequence, as an export without past_key_values must). Reported per case: time to
+first token (prefill of the prompt + one step) and decode tokens/s over the remaining tokens.
 
 Run it as ``python -m model_build.bench_generation smollm2-chat``.
 """
@@ -29,7 +30,7 @@ PROMPT = (
     "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a bottle.<|im_end|>\n"
     "<|im_start|>assistant\n"
 )
-CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
+CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact", "maas_artifact_no_cache")
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -38,7 +39,9 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def run_generation_bench(name: str, *, new_tokens: int = 64, repeats: int = 5, out_dir: Path, console: Console) -> Path:
+def run_generation_bench(
+    name: str, *, new_tokens: int = 128, repeats: int = 3, out_dir: Path, console: Console
+) -> Path:
     import torch
 
     from functions.inference.generation import Generation, Sampler, SamplingParams
@@ -91,10 +94,21 @@ def run_generation_bench(name: str, *, new_tokens: int = 64, repeats: int = 5, o
 
         return run
 
+    def no_cache_case(pipeline: GenerationPipeline, count: int) -> Callable[[], object]:
+        def run() -> object:
+            sequence = list(ids)
+            for _ in range(count):  # a fresh, empty cache each step: the whole sequence is recomputed
+                logits = pipeline.decoder.forward(sequence, pipeline.decoder.empty_cache())
+                sequence.append(int(np.argmax(logits)))
+            return sequence
+
+        return run
+
     cases: dict[str, dict[int, Callable[[], object]]] = {
         "torch_eager_fp32": {n: torch_case(n) for n in (1, new_tokens)},
         "ort_fp32": {n: ort_case(fp32, n) for n in (1, new_tokens)},
         "maas_artifact": {n: ort_case(served, n) for n in (1, new_tokens)},
+        "maas_artifact_no_cache": {n: no_cache_case(served, n) for n in (1, new_tokens)},
     }
     console.log(f"{name}: prompt {len(ids)} tokens, {new_tokens} new tokens, {repeats} interleaved rounds")
     for by_count in cases.values():  # warm-up
@@ -141,7 +155,8 @@ def write_generation_report(results: dict[str, Any], out_dir: Path, console: Con
         f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'} · "
         f"onnxruntime {m['onnxruntime']} · torch {m['torch']} · artifact {results['quantization']}",
         "",
-        "Greedy, KV cache in every case, EOS ignored; all cases timed interleaved in one run (median of "
+        "Greedy, EOS ignored; KV cache in every case but `maas_artifact_no_cache` (each step re-runs the "
+        "whole sequence); all cases timed interleaved in one run (median of "
         f"{results['repeats']}). Ratios are over torch eager (higher is better).",
         "",
         "| case | time to first token | decode tokens/s | × torch decode | end-to-end tokens/s | × torch e2e |",
@@ -149,6 +164,8 @@ def write_generation_report(results: dict[str, Any], out_dir: Path, console: Con
     ]
     table = Table("case", "TTFT ms", "decode tok/s", "×torch", "e2e tok/s", "×torch", title=f"{name}: generation")
     for case in CASES:
+        if case not in results["cases"]:
+            continue
         c = results["cases"][case]
         r_decode = c["decode_tokens_per_s"] / base["decode_tokens_per_s"]
         r_e2e = c["end_to_end_tokens_per_s"] / base["end_to_end_tokens_per_s"]

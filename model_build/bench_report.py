@@ -61,6 +61,10 @@ def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Pa
             f"{c['clients']} concurrent HTTP clients: {c['http_rps']:.1f} req/s vs back-to-back bare "
             f"session.run {c['bare_session_run_rps']:.1f} req/s ({c['ratio']:.2f}×).",
         ]
+    if "batch_throughput" in results:
+        from model_build.bench_batch import batch_lines
+
+        lines += batch_lines(results["batch_throughput"])
     if "cold_start" in results:
         lines += _cold_start_lines(results["cold_start"])
     if "roofline" in results:

@@ -175,14 +175,31 @@ def batch(
 @app.command()
 def bench(
     model: Annotated[str, typer.Argument(help="catalog model name (built)")],
-    seq: int = 128,
+    seq: Annotated[int, typer.Option(help="tokens per input (encoders)")] = 128,
     repeats: Annotated[int, typer.Option(help="timed runs per case")] = 20,
+    new_tokens: Annotated[int, typer.Option(help="tokens generated per run (generation)")] = 128,
     out_dir: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path("docs/benchmarks"),
 ) -> None:
-    """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact, and HTTP vs session.run."""
-    from model_build.bench import run_bench
+    """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact (and, per task: HTTP vs
+    session.run, S3 job throughput, cold start, roofline; generation tokens/s; image top-1 agreement)."""
+    from functions.manifest import Task
+    from model_build.catalog import get_entry
 
-    report = run_bench(model, seq=seq, repeats=repeats, out_dir=out_dir, console=console)
+    task = get_entry(model).task
+    if task == Task.TEXT_GENERATION:
+        from model_build.bench_generation import run_generation_bench
+
+        report = run_generation_bench(model, new_tokens=new_tokens, out_dir=out_dir, console=console)
+    elif task == Task.IMAGE_CLASSIFICATION:
+        from model_build.bench_image import run_image_bench
+
+        report = run_image_bench(model, repeats=repeats, out_dir=out_dir, console=console)
+    elif task in (Task.SENTENCE_EMBEDDINGS, Task.TEXT_CLASSIFICATION):
+        from model_build.bench import run_bench
+
+        report = run_bench(model, seq=seq, repeats=repeats, out_dir=out_dir, console=console)
+    else:
+        raise typer.BadParameter(f"no benchmark for task {task} yet (models: encoders, generation, images)")
     console.print(f"wrote {report}")
 
 

@@ -1,0 +1,148 @@
+"""`maas bench <image-classification model>`: latency and agreement side by side in ONE run.
+
+Timed interleaved at batch 1 and 16 on the same pixels (the held-out photo variants after the
+runtime's own decode/resize/crop/normalise): torch eager fp32, ORT on the fp32 export, and the maas
+artifact (static INT8). The end-to-end pipeline (JPEG/PNG/WebP bytes → top-5 labels) is timed too, so
+decode cost is visible. In the same run, on every held-out variant: top-1 agreement and top-5 overlap
+of the maas artifact with torch, and top-1 on the untouched photos a person can label.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from model_build.bench import interleaved, machine
+
+BATCHES = (1, 16)
+CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
+
+
+def run_image_bench(name: str, *, repeats: int, out_dir: Path, console: Console) -> Path:
+    import torch
+
+    from functions.inference.loader import verify_artifact
+    from functions.inference.pipelines.image import ImageClassificationPipeline
+    from functions.inference.postprocess import softmax
+    from functions.inference.registry import pipeline_for
+    from functions.inference.session import available_cpus
+    from model_build.build import artifacts_root, build_model, work_root
+    from model_build.catalog import get_entry
+    from model_build.recipes.image import HELDOUT_PHOTOS, HELDOUT_VARIANTS, LABELLED_PHOTOS, image_set, photo_path
+    from model_build.sources import load_source
+
+    entry = get_entry(name)
+    artifact, fp32_dir = artifacts_root() / name, work_root() / name / "stage-fp32"
+    if not (artifact / "manifest.json").is_file() or not (fp32_dir / "manifest.json").is_file():
+        console.log(f"building {name} first")
+        build_model(entry)
+    torch.set_num_threads(available_cpus())
+    source = load_source(entry.source, task=entry.task)
+    served = pipeline_for(artifact, verify_artifact(artifact))
+    fp32 = pipeline_for(fp32_dir, verify_artifact(fp32_dir))
+    assert isinstance(served, ImageClassificationPipeline) and isinstance(fp32, ImageClassificationPipeline)
+    input_name = served.session.get_inputs()[0].name
+    heldout = image_set(HELDOUT_PHOTOS, HELDOUT_VARIANTS, seed=2)
+
+    def torch_probabilities(pixels: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return softmax(source.reference({input_name: torch.from_numpy(pixels)}).numpy())
+
+    results: dict[str, Any] = {
+        "model": name,
+        "repeats": repeats,
+        "machine": machine(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quantization": served.manifest.quantization.preset,
+        "latency": {},
+    }
+    for batch in BATCHES:
+        images = heldout[:batch]
+        pixels = served.pixels(images)
+        console.log(f"batch {batch}: timing torch eager / ORT fp32 / maas artifact / end-to-end, interleaved")
+        results["latency"][f"batch_{batch}"] = interleaved(
+            {
+                "torch_eager_fp32": lambda p=pixels: torch_probabilities(p),
+                "ort_fp32": lambda p=pixels: fp32.probabilities(p),
+                "maas_artifact": lambda p=pixels: served.probabilities(p),
+                "maas_end_to_end": lambda i=images: served.predict(i, {"top_k": 5}),
+            },
+            repeats=max(3, repeats // (2 if batch > 1 else 1)),
+        )
+
+    console.log(f"agreement with torch on {len(heldout)} held-out variants")
+    reference, got = [], []
+    for i in range(0, len(heldout), 16):
+        pixels = served.pixels(heldout[i : i + 16])
+        reference.append(torch_probabilities(pixels))
+        got.append(served.probabilities(pixels))
+    ref, out = np.concatenate(reference), np.concatenate(got)
+    ref_top5, out_top5 = np.argsort(-ref, axis=1)[:, :5], np.argsort(-out, axis=1)[:, :5]
+    names = list(LABELLED_PHOTOS)
+    labelled = served.predict([photo_path(n).read_bytes() for n in names], {"top_k": 1}).outputs
+    results["quality"] = {
+        "heldout_images": len(heldout),
+        "top1_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
+        "top5_overlap": float(np.mean([len(set(a) & set(b)) / 5 for a, b in zip(ref_top5, out_top5, strict=True)])),
+        "labelled_top1": sum(o[0]["label"] in LABELLED_PHOTOS[n] for n, o in zip(names, labelled, strict=True)),
+        "labelled_photos": len(names),
+    }
+    results["sizes_mb"] = {
+        "fp32": (fp32_dir / "model.onnx").stat().st_size / 1e6,
+        "maas_artifact": (artifact / "model.onnx").stat().st_size / 1e6,
+    }
+    return write_image_report(results, out_dir, console)
+
+
+def write_image_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name, m, q = results["model"], results["machine"], results["quality"]
+    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    lat = results["latency"]
+    batches = [int(k.split("_")[1]) for k in lat]
+    lines = [
+        f"# `maas bench {name}`",
+        "",
+        f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'} · "
+        f"onnxruntime {m['onnxruntime']} · torch {m['torch']} · artifact {results['quantization']}",
+        "",
+        "All cases timed interleaved in one run on the same preprocessed pixels; × = speed-up over torch eager "
+        "at the same batch (higher is better). `maas_end_to_end` adds decoding the encoded images and "
+        "preprocessing them (the pipeline's `predict`).",
+        "",
+        "| case | " + " | ".join(f"b{b} p50 | b{b} p99 | ×torch b{b}" for b in batches) + " |",
+        "|---|" + "---|---|---|" * len(batches),
+    ]
+    table = Table("case", *[f"b{b} p50 ms (×torch)" for b in batches], title=f"{name}: latency")
+    for case in (*CASES, "maas_end_to_end"):
+        cells, row = [], []
+        for b in batches:
+            r = lat[f"batch_{b}"]
+            ratio = r["torch_eager_fp32"]["p50_ms"] / r[case]["p50_ms"]
+            cells.append(f"{r[case]['p50_ms']:.1f} ms | {r[case]['p99_ms']:.1f} ms | {ratio:.2f}×")
+            row.append(f"{r[case]['p50_ms']:.1f} ({ratio:.2f}×)")
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+        table.add_row(case, *row)
+    console.print(table)
+    sizes = results["sizes_mb"]
+    lines += [
+        "",
+        "## Agreement with torch (same run)",
+        "",
+        f"- top-1 agreement on {q['heldout_images']} held-out photo variants: **{q['top1_agreement']:.3f}**",
+        f"- top-5 overlap: {q['top5_overlap']:.3f}",
+        f"- untouched labelled photos, top-1 correct: {q['labelled_top1']}/{q['labelled_photos']}",
+        "",
+        f"Model file: fp32 {sizes['fp32']:.1f} MB → maas artifact {sizes['maas_artifact']:.1f} MB "
+        f"({sizes['maas_artifact'] / sizes['fp32']:.0%}).",
+        "",
+    ]
+    report = out_dir / f"{name}.md"
+    report.write_text("\n".join(lines))
+    return report
