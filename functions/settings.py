@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(32, ge=0)
     max_queue: int = Field(64, ge=0)
     queue_timeout_s: float = Field(10.0, gt=0)
+    # Dynamic micro-batching (functions/inference/microbatch.py): concurrent requests to one encoder/image
+    # model share one ORT run, gathered for at most ``microbatch_wait_ms`` after the first. Off on Lambda
+    # (one request per execution environment); the GPU container and busy `maas serve` turn it on.
+    microbatch: bool = False
+    microbatch_wait_ms: float = Field(2.0, ge=0, le=100)
     # Account id sent as ExpectedBucketOwner when artifacts are read from S3 (the batch paths read it too).
     expected_bucket_owner: str = Field("", pattern=r"^(\d{12})?$")
 

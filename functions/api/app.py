@@ -21,6 +21,8 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None) -> Fas
         description="Model-as-a-Service: task API, Open Inference Protocol v2 and OpenAI-compatible routes.",
     )
     app.state.registry = registry
+    app.state.batchers = {} if settings.microbatch else None  # model name → MicroBatcher, made on first use
+    app.state.microbatch_wait_ms = settings.microbatch_wait_ms
     install_error_handlers(app)
     app.include_router(task.router)
     app.include_router(oip.router)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, Request
 
-from functions.api.deps import RegistryDep
+from functions.api.deps import RegistryDep, run_predict
 from functions.api.schemas import (
     EmbeddingData,
     EmbeddingRequest,
@@ -34,7 +33,9 @@ def list_models(registry: RegistryDep) -> OpenAIModelList:
 
 
 @router.post("/embeddings", response_model=EmbeddingResponse, summary="Create embeddings")
-async def create_embeddings(request: EmbeddingRequest, registry: RegistryDep) -> EmbeddingResponse:
+async def create_embeddings(
+    request: EmbeddingRequest, registry: RegistryDep, http: Request
+) -> EmbeddingResponse:
     pipeline = registry.get(request.model)
     if not isinstance(pipeline, EmbeddingPipeline):
         raise UnsupportedOperationError(
@@ -49,11 +50,12 @@ async def create_embeddings(request: EmbeddingRequest, registry: RegistryDep) ->
             f"model {request.model!r} produces {dim}-dimensional embeddings; omit 'dimensions' or set it to {dim}",
             param="dimensions",
         )
-    vectors, batch = await run_in_threadpool(pipeline.embed, texts)
+    result = await run_predict(http, pipeline, texts, None)  # micro-batched with concurrent callers when on
     data = [
-        EmbeddingData(index=i, embedding=_encode(vector, request.encoding_format)) for i, vector in enumerate(vectors)
+        EmbeddingData(index=i, embedding=_encode(np.asarray(vector, dtype=np.float32), request.encoding_format))
+        for i, vector in enumerate(result.outputs)
     ]
-    tokens = sum(batch.token_counts)
+    tokens = result.input_tokens
     return EmbeddingResponse(
         data=data, model=pipeline.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
     )

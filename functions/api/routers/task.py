@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.concurrency import run_in_threadpool
 
-from functions.api.deps import RegistryDep
+from functions.api.deps import RegistryDep, run_predict
 from functions.api.schemas import (
     GateSummary,
     ImageInput,
@@ -60,11 +59,11 @@ def describe_model(model: str, registry: RegistryDep) -> ModelInfo:
 
 
 @router.post("/{model}/predict", response_model=PredictResponse, summary="Run the model's task")
-async def predict(model: str, request: PredictRequest, registry: RegistryDep) -> PredictResponse:
+async def predict(model: str, request: PredictRequest, registry: RegistryDep, http: Request) -> PredictResponse:
     pipeline = registry.get(model)
     items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
     inputs: list[Any] = [item.model_dump() if isinstance(item, ImageInput) else item for item in items]
-    result = await run_in_threadpool(pipeline.predict, inputs, request.parameters)
+    result = await run_predict(http, pipeline, inputs, request.parameters)
     return _response(pipeline, result)
 
 
@@ -91,7 +90,7 @@ async def predict_image(model: str, request: Request, registry: RegistryDep) -> 
     body = await request.body()
     if not body:
         raise InvalidInputError("the request body is empty: send the image file's bytes", param="body")
-    result = await run_in_threadpool(pipeline.predict, [body], dict(request.query_params))
+    result = await run_predict(request, pipeline, [body], dict(request.query_params))
     return _response(pipeline, result)
 
 

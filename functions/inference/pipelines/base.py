@@ -27,6 +27,7 @@ class TaskResult:
     outputs: list[Any]
     input_tokens: int = 0
     truncated: list[bool] = field(default_factory=list)
+    input_token_counts: list[int] = field(default_factory=list)  # per input, where the task has tokens
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ class TranslationPipeline(TextPipeline):
     def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
         params: TranslationParameters = self.parse_parameters(parameters)
         ids, batch = self.translate_ids(self._texts(inputs), params)
-        return TaskResult(self.decode(ids), sum(batch.token_counts), batch.truncated)
+        return TaskResult(self.decode(ids), sum(batch.token_counts), batch.truncated, list(batch.token_counts))
 
     def translate(self, texts: list[str], params: TranslationParameters) -> list[Translation]:
         """Translations with OpenAI-style bookkeeping (for a completions route): text, finish reason, token counts."""

@@ -100,7 +100,7 @@ class EmbeddingPipeline(TextPipeline):
     def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
         params: EmbeddingParameters = self.parse_parameters(parameters)
         vectors, batch = self.embed(inputs, truncate=params.truncate, normalize=params.normalize)
-        return TaskResult(vectors.tolist(), sum(batch.token_counts), batch.truncated)
+        return TaskResult(vectors.tolist(), sum(batch.token_counts), batch.truncated, list(batch.token_counts))
 
     def oip_outputs(self) -> list[TensorMeta]:
         return [TensorMeta("embeddings", "FP32", [-1, self.manifest.embedding_dim or -1])]
@@ -132,7 +132,7 @@ class ClassificationPipeline(TextPipeline):
         params: ClassificationParameters = self.parse_parameters(parameters)
         probs, batch = self.probabilities(inputs, truncate=params.truncate)
         outputs = ranked_labels(probs, self.labels, params.top_k)
-        return TaskResult(outputs, sum(batch.token_counts), batch.truncated)
+        return TaskResult(outputs, sum(batch.token_counts), batch.truncated, list(batch.token_counts))
 
     def oip_outputs(self) -> list[TensorMeta]:
         return [

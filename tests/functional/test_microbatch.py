@@ -1,0 +1,92 @@
+"""Dynamic micro-batching: concurrent requests share ORT runs, and each caller still gets exactly its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+
+from functions.api.app import create_app
+from functions.errors import PayloadTooLargeError
+from functions.inference.microbatch import MicroBatcher
+from functions.settings import Settings
+
+TEXTS = [f"request number {i} asks about {topic}" for i, topic in enumerate(
+    ["the weather", "a flight", "my bank balance", "a recipe", "music", "the news", "a timer", "translation"] * 2)]
+
+
+def _cosine(a, b) -> float:  # type: ignore[no-untyped-def]
+    a, b = np.asarray(a), np.asarray(b)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+async def _concurrently(batcher: MicroBatcher, requests: list[tuple[list, dict | None]]) -> list:
+    return await asyncio.gather(*(batcher.predict(inputs, params) for inputs, params in requests),
+                                return_exceptions=True)
+
+
+def test_concurrent_single_requests_share_runs_and_get_their_own_vectors(registry):
+    pipeline = registry.get("minilm-embed")
+    batcher = MicroBatcher(pipeline, max_wait_ms=20)
+    results = asyncio.run(_concurrently(batcher, [([t], None) for t in TEXTS]))
+    alone = [pipeline.predict([t]) for t in TEXTS]
+    assert batcher.stats.requests == len(TEXTS) and batcher.stats.runs < len(TEXTS) // 2
+    assert batcher.stats.largest_run > 1
+    for i, result in enumerate(results):
+        assert len(result.outputs) == 1
+        sims = [_cosine(result.outputs[0], other.outputs[0]) for other in alone]
+        assert int(np.argmax(sims)) == i and sims[i] > 0.99  # its own text, not a neighbour's
+        assert result.input_tokens == alone[i].input_tokens  # exact usage per caller
+
+
+def test_one_bad_input_fails_only_its_own_request(registry):
+    pipeline = registry.get("minilm-embed")
+    too_long = "word " * (pipeline.limits.max_input_chars // 5 + 10)
+    batcher = MicroBatcher(pipeline, max_wait_ms=20)
+    requests = [([t], None) for t in TEXTS[:5]] + [([too_long[: pipeline.limits.max_input_chars + 1]], None)]
+    results = asyncio.run(_concurrently(batcher, requests))
+    assert all(not isinstance(r, Exception) and len(r.outputs) == 1 for r in results[:5])
+    assert isinstance(results[5], PayloadTooLargeError)
+
+
+def test_requests_with_different_parameters_are_not_merged(registry):
+    pipeline = registry.get("intent-classifier")
+    batcher = MicroBatcher(pipeline, max_wait_ms=20)
+    requests = [([t], {"top_k": 1 + i % 3}) for i, t in enumerate(TEXTS[:9])]
+    results = asyncio.run(_concurrently(batcher, requests))
+    for (_, params), result in zip(requests, results, strict=True):
+        assert len(result.outputs[0]) == params["top_k"]
+        assert isinstance(result.outputs[0], list)
+    assert batcher.stats.runs >= 3  # three parameter sets never share a run
+
+
+def test_the_http_api_micro_batches_when_enabled(registry):
+    app = create_app(registry, Settings(microbatch=True, microbatch_wait_ms=20))
+
+    async def call() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            task = [client.post("/models/intent-classifier/predict", json={"inputs": t}) for t in TEXTS[:8]]
+            openai = [client.post("/v1/embeddings", json={"model": "minilm-embed", "input": t}) for t in TEXTS[:8]]
+            return await asyncio.gather(*task, *openai)
+
+    responses = asyncio.run(call())
+    assert [r.status_code for r in responses] == [200] * 16
+    labels = [r.json()["outputs"][0] for r in responses[:8]]
+    expected = [registry.get("intent-classifier").predict([t]).outputs[0] for t in TEXTS[:8]]
+    assert [ranked[0]["label"] for ranked in labels] == [e[0]["label"] for e in expected]
+    for text, response in zip(TEXTS[:8], responses[8:], strict=True):
+        body = response.json()
+        alone = registry.get("minilm-embed").predict([text])
+        assert body["usage"]["prompt_tokens"] == alone.input_tokens
+        assert _cosine(body["data"][0]["embedding"], alone.outputs[0]) > 0.99
+    stats = {name: b.stats for name, b in app.state.batchers.items()}
+    assert set(stats) == {"intent-classifier", "minilm-embed"}
+    assert all(s.requests == 8 and s.runs < 8 for s in stats.values())
+
+
+def test_micro_batching_is_off_by_default(registry, monkeypatch):
+    monkeypatch.delenv("MAAS_MICROBATCH", raising=False)
+    app = create_app(registry, Settings())
+    assert Settings().microbatch is False and app.state.batchers is None
