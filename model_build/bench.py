@@ -93,7 +93,9 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
     from functions.inference.registry import ModelRegistry, pipeline_for
     from functions.inference.session import available_cpus, create_session
     from model_build.bench_batch import batch_throughput
+    from model_build.bench_batch import records as batch_records
     from model_build.bench_coldstart import measure_cold_start
+    from model_build.bench_microbatch import microbatch_throughput
     from model_build.bench_roofline import encoder_flops_per_token, gemm_gops
     from model_build.build import artifacts_root, build_model, work_root
     from model_build.catalog import get_entry
@@ -169,6 +171,8 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
         results["concurrency"] = concurrent_throughput(server.url, url, text, pipeline, encoded, clients=4)
         console.log(f"batch throughput: S3 job vs HTTP vs bare session.run at batch {pipeline.limits.max_batch}")
         results["batch_throughput"] = batch_throughput(pipeline, server, seq=seq)
+    console.log("micro-batching: 64 concurrent single requests vs offline batches")
+    results["microbatch"] = microbatch_throughput(pipeline, batch_records(pipeline, seq, 256)["uniform"])
     results["cold_start"] = measure_cold_start(artifact, Path(source.tokenizer_file).parent)
     results["roofline"] = gemm_gops()
     flops = encoder_flops_per_token(source.hidden_size, _layers(source), seq)

@@ -28,7 +28,7 @@ DATA = Path(__file__).resolve().parent / "data"
 BUCKET = "maas-bench"
 
 
-def _records(pipeline: Any, seq: int, count: int) -> dict[str, list[str]]:
+def records(pipeline: Any, seq: int, count: int) -> dict[str, list[str]]:
     from model_build.bench import text_of_tokens
 
     base = text_of_tokens(pipeline, seq - 4)  # + a distinct number: every record is seq tokens, give or take 2
@@ -64,13 +64,13 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
     settings = BatchSettings(batch_bucket=BUCKET)
     url = f"/models/{pipeline.name}/predict"
     results: dict[str, Any] = {"batch": batch, "records": count, "rounds": rounds, "sets": {}}
-    for set_name, texts in _records(pipeline, seq, count).items():
+    for set_name, texts in records(pipeline, seq, count).items():
         chunks = [texts[i : i + batch] for i in range(0, len(texts), batch)]
         feeds = [pipeline.encoder.encode(chunk, truncate=True).feeds() for chunk in chunks]
         tokens = sum(sum(pipeline.encoder.encode(chunk, truncate=True).token_counts) for chunk in chunks)
-        conn = http.client.HTTPConnection(server.host, server.port)
-
-        def http_path(chunks: list[list[str]] = chunks, conn: http.client.HTTPConnection = conn) -> None:
+        def http_path(chunks: list[list[str]] = chunks) -> None:
+            # a fresh keep-alive connection per run: the server closes idle ones while other cases run
+            conn = http.client.HTTPConnection(server.host, server.port)
             for chunk in chunks:
                 conn.request("POST", url, body=json.dumps({"inputs": chunk}),
                              headers={"content-type": "application/json"})
@@ -78,6 +78,7 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
                 response.read()
                 if response.status != 200:
                     raise RuntimeError(f"bench request failed: {response.status}")
+            conn.close()
 
         body = "".join(json.dumps({"id": f"r{i}", "inputs": t}) + "\n" for i, t in enumerate(texts)).encode()
         jobs: dict[str, int] = {"n": 0}
@@ -109,7 +110,6 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
             for fn in cases.values():  # warm-up (and a first check that each path works)
                 fn()
             rates = {case: _rate(count, fn, rounds) for case, fn in cases.items()}
-        conn.close()
         bare = rates["bare_session_run"]
         results["sets"][set_name] = {
             "mean_tokens": tokens / count,

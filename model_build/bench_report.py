@@ -65,6 +65,10 @@ def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Pa
         from model_build.bench_batch import batch_lines
 
         lines += batch_lines(results["batch_throughput"])
+    if "microbatch" in results:
+        from model_build.bench_microbatch import microbatch_lines
+
+        lines += microbatch_lines(results["microbatch"])
     if "cold_start" in results:
         lines += _cold_start_lines(results["cold_start"])
     if "roofline" in results:

@@ -11,6 +11,7 @@ import uvicorn
 
 from functions.api.app import create_app
 from functions.inference.registry import ModelRegistry
+from functions.settings import Settings
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,10 +27,16 @@ def serve(registry: ModelRegistry, host: str = "127.0.0.1", port: int = 8080) ->
 class BackgroundServer:
     """A live uvicorn server on loopback for demos, benchmarks and tests; stops on exit."""
 
-    def __init__(self, registry: ModelRegistry, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.host, self.port = host, port or free_port(host)
         config = uvicorn.Config(
-            create_app(registry), host=self.host, port=self.port, log_level="warning", access_log=False
+            create_app(registry, settings), host=self.host, port=self.port, log_level="warning", access_log=False
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

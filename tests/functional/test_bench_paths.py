@@ -30,11 +30,11 @@ def test_batch_throughput_runs_every_path_on_the_same_records(registry, monkeypa
 
 
 def test_uniform_records_are_about_seq_tokens_and_mixed_ones_are_real_sentences(registry):
-    from model_build.bench_batch import _records
+    from model_build.bench_batch import records
 
     pipeline = registry.get("minilm-embed")
-    records = _records(pipeline, seq=64, count=4)
-    counts = pipeline.encoder.encode(records["uniform"], truncate=True).token_counts
-    assert all(60 <= count <= 64 for count in counts) and len(set(records["uniform"])) == 4
-    mixed = pipeline.encoder.encode(records["mixed"], truncate=True).token_counts
-    assert len(set(records["mixed"])) == 4 and len(set(mixed)) > 1
+    records_ = records(pipeline, seq=64, count=4)
+    counts = pipeline.encoder.encode(records_["uniform"], truncate=True).token_counts
+    assert all(60 <= count <= 64 for count in counts) and len(set(records_["uniform"])) == 4
+    mixed = pipeline.encoder.encode(records_["mixed"], truncate=True).token_counts
+    assert len(set(records_["mixed"])) == 4 and len(set(mixed)) > 1
