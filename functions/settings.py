@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(32, ge=0)
     max_queue: int = Field(64, ge=0)
     queue_timeout_s: float = Field(10.0, gt=0)
+    # ONNX Runtime providers, best first: "cpu" (Lambda), "cuda,cpu" or "tensorrt,cuda,cpu" (GPU container,
+    # needs onnxruntime-gpu). A provider this onnxruntime lacks is a load failure that names what to install.
+    execution_providers: str = "cpu"
     # Dynamic micro-batching (functions/inference/microbatch.py): concurrent requests to one encoder/image
     # model share one ORT run, gathered for at most ``microbatch_wait_ms`` after the first. Off on Lambda
     # (one request per execution environment); the GPU container and busy `maas serve` turn it on.

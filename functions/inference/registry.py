@@ -12,6 +12,7 @@ from aws_lambda_powertools import Logger
 from functions.errors import ArtifactError, MaasError, ModelNotFoundError, ModelNotReadyError
 from functions.inference.loader import resolve_artifact
 from functions.inference.pipelines import PIPELINES, Pipeline
+from functions.inference.session import resolve_providers
 from functions.manifest import Manifest
 from functions.settings import Settings, get_settings
 
@@ -19,18 +20,31 @@ logger = Logger(service="maas")
 
 
 def load_pipeline(
-    uri: str, *, cache_dir: Path, intra_op_threads: int = 0, warmup: bool = True, s3_client: Any = None
+    uri: str,
+    *,
+    cache_dir: Path,
+    intra_op_threads: int = 0,
+    warmup: bool = True,
+    s3_client: Any = None,
+    providers: list[str] | None = None,
 ) -> Pipeline:
     directory, manifest = resolve_artifact(uri, cache_dir, s3_client=s3_client)
-    return pipeline_for(directory, manifest, intra_op_threads=intra_op_threads, warmup=warmup)
+    return pipeline_for(directory, manifest, intra_op_threads=intra_op_threads, warmup=warmup, providers=providers)
 
 
-def pipeline_for(directory: Path, manifest: Manifest, *, intra_op_threads: int = 0, warmup: bool = True) -> Pipeline:
+def pipeline_for(
+    directory: Path,
+    manifest: Manifest,
+    *,
+    intra_op_threads: int = 0,
+    warmup: bool = True,
+    providers: list[str] | None = None,
+) -> Pipeline:
     cls = PIPELINES.get(manifest.task)
     if cls is None:
         raise ArtifactError(f"{manifest.name}: task {manifest.task} is not served by this runtime version")
     try:
-        pipeline = cls(directory, manifest, intra_op_threads=intra_op_threads)
+        pipeline = cls(directory, manifest, intra_op_threads=intra_op_threads, providers=providers)
         if warmup:
             pipeline.warmup()
     except MaasError:
@@ -65,6 +79,7 @@ class ModelRegistry:
                 intra_op_threads=settings.intra_op_threads,
                 warmup=settings.warmup,
                 s3_client=s3_client,
+                providers=resolve_providers(settings.execution_providers),
             )
         except MaasError as exc:
             self.failures[uri] = exc.message

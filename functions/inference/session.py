@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from functions.errors import ArtifactError
+
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -48,6 +50,37 @@ def _cgroup_cpu_quota() -> float | None:
     except (OSError, ValueError):
         pass
     return None
+
+
+# MAAS_EXECUTION_PROVIDERS names → ONNX Runtime providers, in the order ORT should try them.
+PROVIDER_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+
+
+def resolve_providers(spec: str) -> list[str]:
+    """``"cuda,cpu"`` → ORT provider names; refuse names this onnxruntime build cannot run, saying what to install."""
+    names = [item.strip().lower() for item in spec.split(",") if item.strip()] or ["cpu"]
+    unknown = [n for n in names if n not in PROVIDER_NAMES]
+    if unknown:
+        raise ArtifactError(
+            f"MAAS_EXECUTION_PROVIDERS: unknown provider(s) {', '.join(unknown)}; "
+            f"use any of {', '.join(PROVIDER_NAMES)}"
+        )
+    providers = [PROVIDER_NAMES[n] for n in names]
+    available = set(ort.get_available_providers())
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise ArtifactError(
+            f"MAAS_EXECUTION_PROVIDERS asks for {', '.join(missing)}, but this onnxruntime offers only "
+            f"{', '.join(sorted(available))}: install onnxruntime-gpu (a CUDA 12/13 build) or set "
+            "MAAS_EXECUTION_PROVIDERS=cpu"
+        )
+    if "CPUExecutionProvider" not in providers:  # the fallback for ops an accelerator does not implement
+        providers.append("CPUExecutionProvider")
+    return providers
 
 
 def create_session(

@@ -88,11 +88,18 @@ class GpuService(Construct):
             )
         )
         bundled_at = f"{APP_ROOT}/artifacts"
-        server_environment = access.environment(spec, settings, bundled_at=bundled_at)
+        server_environment = {
+            **access.environment(spec, settings, bundled_at=bundled_at),
+            # onnxruntime-gpu: CUDA first, CPU for any op CUDA lacks; concurrent requests share GPU runs
+            "MAAS_EXECUTION_PROVIDERS": "cuda,cpu",
+            "MAAS_MICROBATCH": "true",
+            "MAAS_MICROBATCH_WAIT_MS": "2",
+        }
         # The worker runs S3 jobs and SQS replies: the idempotency table, and the queue it polls.
         worker_environment = {
             **access.environment(spec, settings, bundled_at=bundled_at, table=table),
             "MAAS_QUEUE_URL": queue.queue_url,
+            "MAAS_EXECUTION_PROVIDERS": "cuda,cpu",
         }
         log_group = logs.LogGroup(
             self,

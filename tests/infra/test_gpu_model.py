@@ -46,6 +46,7 @@ def test_uvicorn_server_container_reserves_a_gpu_and_is_health_checked(
     env = {item["Name"]: item["Value"] for item in server["Environment"]}
     assert env["MAAS_MODELS"] == f"/app/artifacts/{gpu_name}"
     assert env["MAAS_INPUT_PREFIX"] == f"inputs/{gpu_name}/" and env["MAAS_OUTPUT_PREFIX"] == f"outputs/{gpu_name}/"
+    assert env["MAAS_EXECUTION_PROVIDERS"] == "cuda,cpu" and env["MAAS_MICROBATCH"] == "true"
     assert server["LogConfiguration"]["LogDriver"] == "awslogs"
     gpu.has_resource_properties(
         "AWS::ECS::TaskDefinition", {"NetworkMode": "awsvpc", "RequiresCompatibilities": ["EC2"]}

@@ -1,0 +1,36 @@
+"""MAAS_EXECUTION_PROVIDERS: names → ORT providers, and a clear load failure when the build lacks one."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+import pytest
+
+from functions.errors import ArtifactError
+from functions.inference.registry import ModelRegistry
+from functions.inference.session import resolve_providers
+from functions.settings import Settings
+
+
+def test_cpu_is_the_default_and_cpu_is_always_the_last_fallback():
+    assert resolve_providers("") == ["CPUExecutionProvider"]
+    assert resolve_providers(Settings().execution_providers) == ["CPUExecutionProvider"]
+
+
+def test_unknown_names_are_refused_with_the_valid_ones_listed():
+    with pytest.raises(ArtifactError, match="unknown provider.*rocm.*use any of cpu, cuda, tensorrt"):
+        resolve_providers("rocm,cpu")
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")
+def test_asking_for_cuda_on_a_cpu_build_is_a_load_failure_that_says_what_to_install(built_artifacts, tmp_path):
+    registry = ModelRegistry()
+    settings = Settings(execution_providers="cuda,cpu", cache_dir=tmp_path)
+    assert registry.load(str(built_artifacts["minilm-embed"]), settings) is None
+    assert not registry.ready and registry.failure_summary() == [{"code": "artifact_invalid"}]
+    (message,) = registry.failures.values()
+    assert "CUDAExecutionProvider" in message and "install onnxruntime-gpu" in message
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu")
+def test_cuda_comes_first_with_cpu_as_fallback():
+    assert resolve_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
