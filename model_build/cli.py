@@ -56,6 +56,9 @@ def list_models() -> None:
 def build(
     models: Annotated[list[str], typer.Argument(help="catalog model names")],
     out: Annotated[Path | None, typer.Option(help="artifact directory (default artifacts/<model>)")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="try another quantization preset than the catalog's (same gates)")
+    ] = None,
 ) -> None:
     """Export, optimize, quantize and validate a catalog model; fail if any quality gate fails."""
     from model_build.build import build_model
@@ -65,7 +68,12 @@ def build(
     for name in models:
         try:
             entry = get_entry(name)
-        except CatalogError as exc:
+            if preset is not None:
+                from model_build.quantize import get_preset
+
+                get_preset(preset)  # an unknown name fails here, listing the valid ones
+                entry = entry.model_copy(update={"quantization": preset})
+        except (CatalogError, ValueError) as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
@@ -178,6 +186,9 @@ def bench(
     seq: Annotated[int, typer.Option(help="tokens per input (encoders)")] = 128,
     repeats: Annotated[int, typer.Option(help="timed runs per case")] = 20,
     new_tokens: Annotated[int, typer.Option(help="tokens generated per run (generation)")] = 128,
+    compare_presets: Annotated[
+        bool, typer.Option(help="embeddings: quality and speed of every INT8 preset in one run")
+    ] = False,
     out_dir: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path("docs/benchmarks"),
 ) -> None:
     """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact (and, per task: HTTP vs
@@ -186,6 +197,13 @@ def bench(
     from model_build.catalog import get_entry
 
     task = get_entry(model).task
+    if compare_presets:
+        if task != Task.SENTENCE_EMBEDDINGS:
+            raise typer.BadParameter("--compare-presets judges sentence-embeddings models (cosine on held-out text)")
+        from model_build.bench_presets import compare_presets as run_compare
+
+        console.print(f"wrote {run_compare(model, out_dir=out_dir, console=console)}")
+        return
     if task == Task.TEXT_GENERATION:
         from model_build.bench_generation import run_generation_bench
 

@@ -67,3 +67,23 @@ def test_report_writes_json_markdown_and_plots(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["model"] == "m"
     assert (tmp_path / "m-latency.png").stat().st_size > 1000
     assert (tmp_path / "m-cold-start.png").is_file()
+
+
+def test_presets_report_marks_which_presets_clear_the_catalog_gates(tmp_path):
+    from model_build.bench_presets import write_presets_report
+
+    def preset(mean: float, low: float, size: float, ms: float) -> dict:
+        return {"mean_cosine": mean, "min_cosine": low, "size_ratio": size, "b1_p50_ms": ms, "b32_p50_ms": ms * 30}
+
+    results = {
+        "model": "m", "served_preset": "good", "heldout": 300, "date": "2026-11-23T00:00:00+00:00",
+        "machine": {"cpu": "cpu", "cpus_used": 2, "isa": ["avx2"], "onnxruntime": "1", "torch": "2"},
+        "gates": {"mean_cosine": 0.995, "min_cosine": 0.98, "max_size_ratio": 0.3},
+        "presets": {"fp32": preset(1.0, 1.0, 1.0, 20.0), "good": preset(0.996, 0.99, 0.26, 10.0),
+                    "fast-but-lossy": preset(0.993, 0.985, 0.25, 5.0), "big": preset(0.9999, 0.999, 0.75, 25.0)},
+    }  # fmt: skip
+    report = write_presets_report(results, tmp_path, Console(file=io.StringIO()))
+    rows = {line.split("|")[1].strip(): line for line in report.read_text().splitlines() if line.startswith("| ")}
+    assert rows["**good** (served)"].rstrip(" |").endswith("yes") and "2.00×" in rows["**good** (served)"]
+    assert rows["fast-but-lossy"].rstrip(" |").endswith("no") and rows["big"].rstrip(" |").endswith("no")
+    assert json.loads((tmp_path / "m-presets.json").read_text())["served_preset"] == "good"
