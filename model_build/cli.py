@@ -118,6 +118,30 @@ def publish(
 
 
 @app.command()
+def pull(
+    uri: Annotated[str, typer.Argument(help="a published version: s3://<bucket>/models/<name>/<version>")],
+    out: Annotated[Path | None, typer.Option(help="artifact directory (default artifacts/<name>)")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3 endpoint (e.g. a local moto server)")] = None,
+) -> None:
+    """Fetch a published artifact version (sha256-verified) into artifacts/: roll a model back, then cdk deploy."""
+    import boto3
+
+    from functions.errors import MaasError
+    from model_build.publish import pull_artifact
+
+    name = uri.rstrip("/").split("/")[-2] if uri.count("/") >= 4 else ""
+    target = out or _artifacts_root() / name
+    if not name and out is None:
+        raise typer.BadParameter("expected s3://<bucket>/<prefix>/<name>/<version>, or pass --out")
+    try:
+        version = pull_artifact(uri, target, s3_client=boto3.client("s3", endpoint_url=endpoint_url))
+    except MaasError as exc:
+        console.print(f"[red]{exc.message}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{target}: version {version}")
+
+
+@app.command()
 def serve(
     models: Annotated[
         list[str] | None, typer.Argument(help="names, artifact dirs or s3:// URIs (default: all built)")

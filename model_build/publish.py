@@ -39,3 +39,28 @@ def publish_artifact(
         ExtraArgs={"ContentType": "application/json", **extra},
     )
     return f"s3://{bucket}/{base}"
+
+
+def pull_artifact(uri: str, artifact_dir: Path, *, s3_client: Any = None) -> str:
+    """Download a published version into ``artifact_dir`` (every sha256 verified first); return its version.
+
+    The roll-back path: ``maas pull s3://<bucket>/models/<name>/<older version>`` then ``cdk deploy`` puts
+    exactly that artifact back (its content hash is the version infra deploys).
+    """
+    import shutil
+    import tempfile
+
+    from functions.inference.loader import resolve_artifact
+
+    with tempfile.TemporaryDirectory(prefix="maas-pull-") as cache:
+        directory, manifest = resolve_artifact(uri, Path(cache), s3_client=s3_client)
+        staging = artifact_dir.with_name(f".{artifact_dir.name}.pulling")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        for name in [*manifest.files, MANIFEST_FILE]:
+            shutil.copy2(directory / name, staging / name)
+    verify_artifact(staging)
+    if artifact_dir.exists():
+        shutil.rmtree(artifact_dir)
+    staging.rename(artifact_dir)
+    return manifest.version

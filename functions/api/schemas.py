@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 
 class _Request(BaseModel):
@@ -167,3 +168,16 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+class ModelJSONResponse(Response):
+    """A response model serialized by pydantic-core in one call (FastAPI's default path re-encodes it
+    through ``jsonable_encoder``, ~0.4 ms for one 384-d embedding). Routes keep ``response_model=`` for the
+    OpenAPI document; the body is the same JSON."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, BaseModel):
+            return content.model_dump_json(by_alias=True).encode()
+        return bytes(super().render(content))

@@ -80,3 +80,34 @@ def test_batch_runs_an_s3_job_through_a_local_s3_api(built_artifacts, tmp_path, 
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["a", "b", "c"]
     assert len(lines[0]["output"]) == 384 and lines[1]["error"]["code"] == "invalid_input"
+
+
+def test_pull_rolls_a_published_version_back_and_refuses_a_tampered_one(built_artifacts, tmp_path, monkeypatch):
+    from moto import mock_aws
+
+    from functions.inference.loader import verify_artifact
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    source = built_artifacts["intent-classifier"]
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="cli-artifacts")
+        published = runner.invoke(app, ["publish", str(source), "--bucket", "cli-artifacts"])
+        assert published.exit_code == 0, published.output
+        uri = published.output.strip()
+        # WHEN that version is pulled into an artifact directory that holds something else
+        target = tmp_path / "artifacts" / "intent-classifier"
+        target.mkdir(parents=True)
+        (target / "stale.txt").write_text("a newer build")
+        pulled = runner.invoke(app, ["pull", uri, "--out", str(target)])
+        assert pulled.exit_code == 0, pulled.output
+        # THEN the directory is exactly the published version, verified
+        assert verify_artifact(target).version == verify_artifact(source).version == uri.rsplit("/", 1)[-1]
+        assert not (target / "stale.txt").exists()
+        # AND a version whose bytes changed in the bucket is refused, leaving the directory as it was
+        key = uri.removeprefix("s3://cli-artifacts/") + "/model.onnx"
+        s3.put_object(Bucket="cli-artifacts", Key=key, Body=b"not the model")
+        refused = runner.invoke(app, ["pull", uri, "--out", str(target)])
+        assert refused.exit_code == 1 and "sha256" in refused.output
+        assert verify_artifact(target).version == uri.rsplit("/", 1)[-1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from functions.api.deps import RegistryDep, run_predict
 from functions.api.schemas import (
@@ -16,6 +16,7 @@ from functions.api.schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
+    ModelJSONResponse,
     OpenAIModel,
     OpenAIModelList,
 )
@@ -35,7 +36,7 @@ def list_models(registry: RegistryDep) -> OpenAIModelList:
 @router.post("/embeddings", response_model=EmbeddingResponse, summary="Create embeddings")
 async def create_embeddings(
     request: EmbeddingRequest, registry: RegistryDep, http: Request
-) -> EmbeddingResponse:
+) -> Response:
     pipeline = registry.get(request.model)
     if not isinstance(pipeline, EmbeddingPipeline):
         raise UnsupportedOperationError(
@@ -56,8 +57,10 @@ async def create_embeddings(
         for i, vector in enumerate(result.outputs)
     ]
     tokens = result.input_tokens
-    return EmbeddingResponse(
-        data=data, model=pipeline.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return ModelJSONResponse(
+        EmbeddingResponse(
+            data=data, model=pipeline.name, usage=EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+        )
     )
 
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from functions.api.deps import RegistryDep, run_predict
 from functions.api.schemas import (
     GateSummary,
     ImageInput,
     ModelInfo,
+    ModelJSONResponse,
     ModelList,
     PredictRequest,
     PredictResponse,
@@ -59,12 +60,12 @@ def describe_model(model: str, registry: RegistryDep) -> ModelInfo:
 
 
 @router.post("/{model}/predict", response_model=PredictResponse, summary="Run the model's task")
-async def predict(model: str, request: PredictRequest, registry: RegistryDep, http: Request) -> PredictResponse:
+async def predict(model: str, request: PredictRequest, registry: RegistryDep, http: Request) -> Response:
     pipeline = registry.get(model)
     items = request.inputs if isinstance(request.inputs, list) else [request.inputs]
     inputs: list[Any] = [item.model_dump() if isinstance(item, ImageInput) else item for item in items]
     result = await run_predict(http, pipeline, inputs, request.parameters)
-    return _response(pipeline, result)
+    return ModelJSONResponse(_response(pipeline, result))
 
 
 @router.post(
