@@ -293,14 +293,19 @@ def test_a_graph_onnx_runtime_rejects_is_a_load_failure_not_a_crash(built_artifa
     graph = helper.make_graph([helper.make_node("NoSuchOp", ["X"], ["Y"], domain="evil.domain")], "g", [x], [y])
     with_model(directory, helper.make_model(graph))
     # WHEN the process loads it
+    codes: list[dict[str, str]] = []
     try:
         registry = load(str(directory), tmp_path)
         outcome = "load failure reported" if not registry.ready and registry.failures else "loaded"
+        codes, served = registry.failure_summary(), registry.names()
     except Exception as exc:  # the process would die at init, taking every other model with it
-        outcome = f"crash: {type(exc).__name__} escapes ModelRegistry.load"
-    record("integrity", "graph ONNX Runtime refuses (hashes match)", {"outcome": outcome},
+        outcome, served = f"crash: {type(exc).__name__} escapes ModelRegistry.load", []
+    refused = outcome == "load failure reported"
+    record("integrity", "graph ONNX Runtime refuses (hashes match)",
+           {"refused": refused, "outcome": outcome, "code": codes[0]["code"] if codes else None,
+            "served": bool(served)},
            "session-creation errors become an ArtifactError: reported as not ready, other models keep serving")
-    assert outcome == "load failure reported"
+    assert refused and codes == [{"code": "artifact_invalid"}] and not served
 
 
 def test_readiness_does_not_reveal_local_paths(tmp_path, record):

@@ -17,7 +17,7 @@ def test_cpu_is_the_default_and_cpu_is_always_the_last_fallback():
 
 
 def test_unknown_names_are_refused_with_the_valid_ones_listed():
-    with pytest.raises(ArtifactError, match="unknown provider.*rocm.*use any of cpu, cuda, tensorrt"):
+    with pytest.raises(ArtifactError, match=r"unknown provider.*rocm.*use any of cpu, cuda, tensorrt"):
         resolve_providers("rocm,cpu")
 
 
@@ -34,3 +34,14 @@ def test_asking_for_cuda_on_a_cpu_build_is_a_load_failure_that_says_what_to_inst
 @pytest.mark.skipif("CUDAExecutionProvider" not in ort.get_available_providers(), reason="needs onnxruntime-gpu")
 def test_cuda_comes_first_with_cpu_as_fallback():
     assert resolve_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_decoders_spin_between_runs_and_encoders_do_not(registry):
+    from functions.inference.pipelines.generation import GenerationPipeline
+
+    from functions.inference.session import create_session
+
+    encoder = registry.get("minilm-embed")
+    assert encoder.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = create_session(encoder.directory / encoder.manifest.model_file, spinning=GenerationPipeline.spin_threads)
+    assert spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"

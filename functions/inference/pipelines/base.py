@@ -42,6 +42,8 @@ class TensorMeta:
 class Pipeline(ABC):
     task: ClassVar[Task]
     parameters_model: ClassVar[type[TaskParameters]] = TaskParameters
+    # Token-by-token decoders run hundreds of short ORT runs back to back: their threads spin between runs.
+    spin_threads: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -54,7 +56,10 @@ class Pipeline(ABC):
         self.directory = directory
         self.manifest = manifest
         self.session = create_session(
-            directory / manifest.model_file, intra_op_threads=intra_op_threads, providers=providers
+            directory / manifest.model_file,
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+            spinning=self.spin_threads,
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

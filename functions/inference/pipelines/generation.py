@@ -81,6 +81,7 @@ def check_stop(stop: list[str], param: str = "stop") -> tuple[str, ...]:
 class GenerationPipeline(Pipeline):
     task = Task.TEXT_GENERATION
     parameters_model = GenerationParameters
+    spin_threads = True
 
     def __init__(self, directory: Path, manifest: Manifest, **kwargs: Any) -> None:
         super().__init__(directory, manifest, **kwargs)

@@ -97,6 +97,7 @@ class TranslationPipeline(TextPipeline):
             directory / s.decoder_file,
             intra_op_threads=kwargs.get("intra_op_threads", 0),
             providers=kwargs.get("providers"),
+            spinning=True,  # one decoder run per generated token
         )
         self.layers = len(self.output_names) // 2
         if self.output_names != cache_output_names(self.layers, "encoder"):
