@@ -38,7 +38,6 @@ def test_cuda_comes_first_with_cpu_as_fallback():
 
 def test_decoders_spin_between_runs_and_encoders_do_not(registry):
     from functions.inference.pipelines.generation import GenerationPipeline
-
     from functions.inference.session import create_session
 
     encoder = registry.get("minilm-embed")
