@@ -29,6 +29,7 @@ from functions.inference.registry import pipeline_for
 from functions.manifest import GateResult, Quantization
 from model_build import validate
 from model_build.export_decoder import export_decoder
+from model_build.optimize import optimize_graph
 from model_build.quantize import QuantPreset, quantize
 from model_build.recipes.base import Recipe
 
@@ -76,9 +77,13 @@ class GenerationRecipe(Recipe):
         return self.source.extra["hf_tokenizer"]
 
     def export(self) -> dict[str, float]:
-        # ORT applies its own graph fusions when the session is created; the exporter's graph is kept as is.
-        export_decoder(self.source.module, self.fp32_dir / "model.onnx")
-        return {"num_layers": float(self.source.extra["num_layers"])}
+        # Fuse the RMSNorms (onnxruntime.transformers, python fusions only); ORT adds its own at session creation.
+        exported = self.fp32_dir / "export.onnx"
+        export_decoder(self.source.module, exported)
+        fused = optimize_graph(self.source, exported, self.fp32_dir / "model.onnx")
+        exported.unlink()
+        metrics = {f"fused_{op}": float(count) for op, count in fused.items()}
+        return {"num_layers": float(self.source.extra["num_layers"]), **metrics}
 
     def quantize(self, preset: QuantPreset) -> Quantization:
         return quantize(self.fp32_dir / "model.onnx", self.served_dir / "model.onnx", preset)
