@@ -49,6 +49,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def ensure_built(name: str, fp32_relative: str, console: Console) -> tuple[Any, Path, Path]:
+    """The catalog entry, its artifact dir and its fp32 model path under build/<name>/ (built first if missing)."""
+    from model_build.build import artifacts_root, build_model, work_root
+    from model_build.catalog import get_entry
+
+    entry = get_entry(name)
+    artifact, fp32 = artifacts_root() / name, work_root() / name / fp32_relative
+    if not (artifact / "manifest.json").is_file() or not fp32.is_file():
+        console.log(f"building {name} first")
+        build_model(entry)
+    return entry, artifact, fp32
+
+
 def percentiles(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
@@ -97,15 +110,9 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
     from model_build.bench_coldstart import measure_cold_start
     from model_build.bench_microbatch import microbatch_throughput
     from model_build.bench_roofline import encoder_flops_per_token, gemm_gops
-    from model_build.build import artifacts_root, build_model, work_root
-    from model_build.catalog import get_entry
     from model_build.sources import load_source
 
-    entry = get_entry(name)
-    artifact, fp32_path = artifacts_root() / name, work_root() / name / "fp32" / "model.onnx"
-    if not (artifact / "manifest.json").is_file() or not fp32_path.is_file():
-        console.log(f"building {name} first")
-        build_model(entry)
+    entry, artifact, fp32_path = ensure_built(name, "fp32/model.onnx", console)
     torch.set_num_threads(available_cpus())
     source = load_source(entry.source, task=entry.task)
     reference = source.reference  # the torch original (HF model + pooling/head), not the export wrapper

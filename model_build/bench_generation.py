@@ -11,7 +11,6 @@ Run it as ``python -m model_build.bench_generation smollm2-chat``.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from model_build.bench import machine
+from model_build.bench import ensure_built, machine
+from model_build.bench_report import machine_line, model_sizes, write_json
 
 PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -49,15 +49,10 @@ def run_generation_bench(
     from functions.inference.pipelines.generation import GenerationPipeline
     from functions.inference.registry import pipeline_for
     from functions.inference.session import available_cpus
-    from model_build.build import artifacts_root, build_model, work_root
-    from model_build.catalog import get_entry
     from model_build.sources import load_source
 
-    entry = get_entry(name)
-    artifact, fp32_dir = artifacts_root() / name, work_root() / name / "stage-fp32"
-    if not (artifact / "manifest.json").is_file() or not (fp32_dir / "manifest.json").is_file():
-        console.log(f"building {name} first")
-        build_model(entry)
+    entry, artifact, fp32_manifest = ensure_built(name, "stage-fp32/manifest.json", console)
+    fp32_dir = fp32_manifest.parent
     torch.set_num_threads(available_cpus())
     model = load_source(entry.source, task=entry.task).module.eval()
     served = pipeline_for(artifact, verify_artifact(artifact))
@@ -137,23 +132,18 @@ def run_generation_bench(
             "decode_tokens_per_s": (new_tokens - 1) / max(full - first, 1e-9),
             "end_to_end_tokens_per_s": new_tokens / full,
         }
-    results["sizes_mb"] = {
-        "fp32": (fp32_dir / "model.onnx").stat().st_size / 1e6,
-        "maas_artifact": (artifact / "model.onnx").stat().st_size / 1e6,
-    }
+    results["sizes_mb"] = model_sizes(fp32_dir / "model.onnx", artifact / "model.onnx")
     return write_generation_report(results, out_dir, console)
 
 
 def write_generation_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name, m = results["model"], results["machine"]
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    name = results["model"]
+    write_json(results, out_dir, name)
     base = results["cases"]["torch_eager_fp32"]
     lines = [
         f"# `maas bench {name}` (prompt {results['prompt_tokens']} tokens, {results['new_tokens']} new tokens)",
         "",
-        f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'} · "
-        f"onnxruntime {m['onnxruntime']} · torch {m['torch']} · artifact {results['quantization']}",
+        machine_line(results, f"torch {results['machine']['torch']}", f"artifact {results['quantization']}"),
         "",
         "Greedy, EOS ignored; KV cache in every case but `maas_artifact_no_cache` (each step re-runs the "
         "whole sequence); all cases timed interleaved in one run (median of "

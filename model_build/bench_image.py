@@ -9,16 +9,15 @@ of the maas artifact with torch, and top-1 on the untouched photos a person can 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
-from model_build.bench import interleaved, machine
+from model_build.bench import ensure_built, interleaved, machine
+from model_build.bench_report import latency_table, machine_line, model_sizes, write_json
 
 BATCHES = (1, 16)
 CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
@@ -32,16 +31,11 @@ def run_image_bench(name: str, *, repeats: int, out_dir: Path, console: Console)
     from functions.inference.postprocess import softmax
     from functions.inference.registry import pipeline_for
     from functions.inference.session import available_cpus
-    from model_build.build import artifacts_root, build_model, work_root
-    from model_build.catalog import get_entry
     from model_build.recipes.image import HELDOUT_PHOTOS, HELDOUT_VARIANTS, LABELLED_PHOTOS, image_set, photo_path
     from model_build.sources import load_source
 
-    entry = get_entry(name)
-    artifact, fp32_dir = artifacts_root() / name, work_root() / name / "stage-fp32"
-    if not (artifact / "manifest.json").is_file() or not (fp32_dir / "manifest.json").is_file():
-        console.log(f"building {name} first")
-        build_model(entry)
+    entry, artifact, fp32_manifest = ensure_built(name, "stage-fp32/manifest.json", console)
+    fp32_dir = fp32_manifest.parent
     torch.set_num_threads(available_cpus())
     source = load_source(entry.source, task=entry.task)
     served = pipeline_for(artifact, verify_artifact(artifact))
@@ -93,42 +87,25 @@ def run_image_bench(name: str, *, repeats: int, out_dir: Path, console: Console)
         "labelled_top1": sum(o[0]["label"] in LABELLED_PHOTOS[n] for n, o in zip(names, labelled, strict=True)),
         "labelled_photos": len(names),
     }
-    results["sizes_mb"] = {
-        "fp32": (fp32_dir / "model.onnx").stat().st_size / 1e6,
-        "maas_artifact": (artifact / "model.onnx").stat().st_size / 1e6,
-    }
+    results["sizes_mb"] = model_sizes(fp32_dir / "model.onnx", artifact / "model.onnx")
     return write_image_report(results, out_dir, console)
 
 
 def write_image_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name, m, q = results["model"], results["machine"], results["quality"]
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lat = results["latency"]
-    batches = [int(k.split("_")[1]) for k in lat]
+    name, q = results["model"], results["quality"]
+    write_json(results, out_dir, name)
+    table_lines, table = latency_table(results["latency"], (*CASES, "maas_end_to_end"), f"{name}: latency")
     lines = [
         f"# `maas bench {name}`",
         "",
-        f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'} · "
-        f"onnxruntime {m['onnxruntime']} · torch {m['torch']} · artifact {results['quantization']}",
+        machine_line(results, f"torch {results['machine']['torch']}", f"artifact {results['quantization']}"),
         "",
         "All cases timed interleaved in one run on the same preprocessed pixels; × = speed-up over torch eager "
         "at the same batch (higher is better). `maas_end_to_end` adds decoding the encoded images and "
         "preprocessing them (the pipeline's `predict`).",
         "",
-        "| case | " + " | ".join(f"b{b} p50 | b{b} p99 | ×torch b{b}" for b in batches) + " |",
-        "|---|" + "---|---|---|" * len(batches),
+        *table_lines,
     ]
-    table = Table("case", *[f"b{b} p50 ms (×torch)" for b in batches], title=f"{name}: latency")
-    for case in (*CASES, "maas_end_to_end"):
-        cells, row = [], []
-        for b in batches:
-            r = lat[f"batch_{b}"]
-            ratio = r["torch_eager_fp32"]["p50_ms"] / r[case]["p50_ms"]
-            cells.append(f"{r[case]['p50_ms']:.1f} ms | {r[case]['p99_ms']:.1f} ms | {ratio:.2f}×")
-            row.append(f"{r[case]['p50_ms']:.1f} ({ratio:.2f}×)")
-        lines.append(f"| {case} | " + " | ".join(cells) + " |")
-        table.add_row(case, *row)
     console.print(table)
     sizes = results["sizes_mb"]
     lines += [

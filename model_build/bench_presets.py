@@ -9,7 +9,6 @@ which presets clear the catalog's gates, and what each costs.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -21,7 +20,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from model_build.bench import machine, text_feeds
+from model_build.bench import ensure_built, machine, text_feeds
+from model_build.bench_report import machine_line, write_json
 
 CANDIDATES = (
     "fp32",
@@ -37,15 +37,9 @@ DATA = Path(__file__).resolve().parent / "data"
 def compare_presets(name: str, *, out_dir: Path, console: Console, rounds: int = 6) -> Path:
     from functions.inference.loader import read_manifest, verify_artifact
     from functions.inference.registry import pipeline_for
-    from model_build.build import artifacts_root, build_model, work_root
-    from model_build.catalog import get_entry
     from model_build.quantize import get_preset, quantize
 
-    entry = get_entry(name)
-    artifact, fp32_path = artifacts_root() / name, work_root() / name / "fp32" / "model.onnx"
-    if not (artifact / "manifest.json").is_file() or not fp32_path.is_file():
-        console.log(f"building {name} first")
-        build_model(entry)
+    entry, artifact, fp32_path = ensure_built(name, "fp32/model.onnx", console)
     verify_artifact(artifact)
     held = [s for s in (DATA / "heldout_sentences.txt").read_text().splitlines() if s.strip()]
     gates = entry.gates
@@ -97,16 +91,14 @@ def compare_presets(name: str, *, out_dir: Path, console: Console, rounds: int =
 
 
 def write_presets_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name, m, g = results["model"], results["machine"], results["gates"]
+    name, g = results["model"], results["gates"]
     stem = f"{name}-presets"
-    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(results, out_dir, stem)
     fp32 = results["presets"]["fp32"]
     lines = [
         f"# `maas bench {name} --compare-presets`",
         "",
-        f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'} · "
-        f"onnxruntime {m['onnxruntime']}",
+        machine_line(results),
         "",
         f"Every preset quantizes the same optimized fp32 graph; cosine with the fp32 export on {results['heldout']} "
         "held-out sentences through the runtime's pooling; latency at seq 128, all presets timed interleaved in one "

@@ -12,26 +12,32 @@ from rich.table import Table
 CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
 
 
-def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
+def write_json(results: dict[str, Any], out_dir: Path, stem: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    name = results["model"]
-    (out_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-    lat = results["latency"]
-    batches = [int(k.split("_")[1]) for k in lat]
+    (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def machine_line(results: dict[str, Any], *extra: str) -> str:
+    """Date · CPU · CPUs used · ISA · onnxruntime (· extra): the line that says where a figure comes from."""
     m = results["machine"]
+    parts = [results["date"], m["cpu"], f"{m['cpus_used']} CPUs used", f"ISA {', '.join(m['isa']) or 'baseline'}",
+             f"onnxruntime {m['onnxruntime']}", *extra]  # fmt: skip
+    return " · ".join(parts)
+
+
+def model_sizes(fp32: Path, served: Path) -> dict[str, float]:
+    return {"fp32": fp32.stat().st_size / 1e6, "maas_artifact": served.stat().st_size / 1e6}
+
+
+def latency_table(lat: dict[str, Any], cases: tuple[str, ...], title: str) -> tuple[list[str], Table]:
+    """Markdown rows and a rich table of p50/p99 per batch and the speed-up over torch eager, per case."""
+    batches = [int(k.split("_")[1]) for k in lat]
     lines = [
-        f"# `maas bench {name}` (seq {results['seq']})",
-        "",
-        f"{results['date']} · {m['cpu']} · {m['cpus_used']} CPUs used · ISA {', '.join(m['isa']) or 'baseline'}"
-        f" · onnxruntime {m['onnxruntime']} · torch {m['torch']}",
-        "",
-        "All cases timed interleaved in one run; × = speed-up over torch eager at the same batch (higher is better).",
-        "",
         "| case | " + " | ".join(f"b{b} p50 | b{b} p99 | ×torch b{b}" for b in batches) + " |",
         "|---|" + "---|---|---|" * len(batches),
     ]
-    table = Table("case", *[f"b{b} p50 ms (×torch)" for b in batches], title=f"{name}: latency (seq {results['seq']})")
-    for case in CASES:
+    table = Table("case", *[f"b{b} p50 ms (×torch)" for b in batches], title=title)
+    for case in cases:
         cells, row = [], []
         for b in batches:
             r = lat[f"batch_{b}"]
@@ -40,6 +46,22 @@ def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Pa
             row.append(f"{r[case]['p50_ms']:.1f} ({ratio:.2f}×)")
         lines.append(f"| {case} | " + " | ".join(cells) + " |")
         table.add_row(case, *row)
+    return lines, table
+
+
+def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
+    name = results["model"]
+    write_json(results, out_dir, name)
+    table_lines, table = latency_table(results["latency"], CASES, f"{name}: latency (seq {results['seq']})")
+    lines = [
+        f"# `maas bench {name}` (seq {results['seq']})",
+        "",
+        machine_line(results, f"torch {results['machine']['torch']}"),
+        "",
+        "All cases timed interleaved in one run; × = speed-up over torch eager at the same batch (higher is better).",
+        "",
+        *table_lines,
+    ]
     console.print(table)
 
     serving = results["serving"]
