@@ -65,9 +65,14 @@ def find_grid(weight: np.ndarray) -> GridWeight | None:
     return None
 
 
-def repack_grid_weights(model_in: Path, model_out: Path, *, pack_8bit: bool) -> dict[str, int]:
+def repack_grid_weights(
+    model_in: Path, model_out: Path, *, pack_8bit: bool, pack_siblings: bool = True
+) -> dict[str, int]:
     """Replace every MatMul whose constant weight lies on a block grid with an exact ``MatMulNBits``.
 
+    ``pack_siblings``: 4-bit MatMuls that share their input (q/k/v, gate/up) become one MatMulNBits over
+    the concatenated columns, one offset term and a Split — per Llama layer 25 nodes become 18, with the
+    same per-column arithmetic.
     ``pack_8bit=False`` keeps Q8_0-grid weights (SmolLM2's LM head) in fp32: the only fast 8-bit kernel
     rounds activations to int8, which flips near-tied next tokens; fp32 keeps the graph exact.
     Raises ``ValueError`` when no weight fits: the source was not block-quantized (use another preset).
@@ -75,7 +80,7 @@ def repack_grid_weights(model_in: Path, model_out: Path, *, pack_8bit: bool) -> 
     model = onnx.load(str(model_in))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_kept_fp32": 0}
+    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_kept_fp32": 0, "packed_groups": 0}
     nodes: list[onnx.NodeProto] = []
     replaced: set[str] = set()
     block_sums: dict[str, str] = {}  # input tensor → its per-block sums, shared by q/k/v and gate/up
@@ -84,20 +89,46 @@ def repack_grid_weights(model_in: Path, model_out: Path, *, pack_8bit: bool) -> 
         graph.initializer.append(numpy_helper.from_array(array, name))
         return name
 
+    grids: dict[str, GridWeight] = {}  # MatMul node name → the grid of its weight
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
         grid = find_grid(numpy_helper.to_array(weight)) if weight is not None and len(weight.dims) == 2 else None
-        if grid is not None and grid.bits == 8 and not pack_8bit:
-            grid = None
+        if grid is not None and (grid.bits == 4 or pack_8bit):
+            grids[node.name or node.output[0]] = grid
+    # 4-bit MatMuls that read the same input (q/k/v, gate/up) run as one wider MatMulNBits + Split.
+    siblings: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        grid = grids.get(node.name or node.output[0])
+        if grid is not None and grid.bits == 4 and pack_siblings:
+            siblings.setdefault(node.input[0], []).append(node)
+    groups = {id(group[0]): group for group in siblings.values() if len(group) > 1}
+    in_group = {id(member) for group in groups.values() for member in group}
+
+    for node in graph.node:
+        key = node.name or node.output[0]
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        grid = grids.get(key)
         if weight is None or grid is None:
             counts["matmul_kept_fp32"] += weight is not None
             nodes.append(node)
             continue
-        counts[f"matmul_{grid.bits}bit"] += 1
-        replaced.add(weight.name)
-        k, n = (int(d) for d in weight.dims)
-        base = node.name or node.output[0]
-        packed_out = node.output[0] if grid.offsets is None else f"{base}.packed"
+        members = [node]
+        if id(node) in in_group:
+            if id(node) not in groups:
+                continue  # emitted with the first member of its group
+            members = groups[id(node)]
+            weights = [numpy_helper.to_array(initializers[m.input[1]]) for m in members]
+            grid = find_grid(np.concatenate(weights, axis=1))
+            assert grid is not None and grid.bits == 4  # each column keeps its own blocks
+            counts["packed_groups"] += 1
+        for member in members:
+            counts[f"matmul_{grid.bits}bit"] += 1
+            replaced.add(member.input[1])
+        widths = [int(initializers[m.input[1]].dims[1]) for m in members]
+        k, n = int(weight.dims[0]), sum(widths)
+        base = key if len(members) == 1 else f"{key}.packed{len(members)}"
+        single_out = members[0].output[0] if len(members) == 1 else f"{base}.out"
+        packed_out = single_out if grid.offsets is None else f"{base}.packed"
         nodes.append(
             helper.make_node(
                 "MatMulNBits",
@@ -112,22 +143,29 @@ def repack_grid_weights(model_in: Path, model_out: Path, *, pack_8bit: bool) -> 
                 accuracy_level=0 if grid.bits == 4 else 4,
             )
         )
-        if grid.offsets is None:
-            continue
-        source = node.input[0]
-        if source not in block_sums:
-            indicator = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), dtype=np.float32))
-            block_sums[source] = f"{base}.block_sums"
+        if grid.offsets is not None:
+            source = node.input[0]
+            if source not in block_sums:
+                indicator = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), dtype=np.float32))
+                block_sums[source] = f"{base}.block_sums"
+                nodes.append(
+                    helper.make_node(
+                        "MatMul", [source, add_init(indicator, f"{base}.block_indicator")], [block_sums[source]]
+                    )
+                )
+            correction = f"{base}.offset_term"
             nodes.append(
                 helper.make_node(
-                    "MatMul", [source, add_init(indicator, f"{base}.block_indicator")], [block_sums[source]]
+                    "MatMul", [block_sums[source], add_init(grid.offsets, f"{base}.offsets")], [correction]
                 )
             )
-        correction = f"{base}.offset_term"
-        nodes.append(
-            helper.make_node("MatMul", [block_sums[source], add_init(grid.offsets, f"{base}.offsets")], [correction])
-        )
-        nodes.append(helper.make_node("Add", [packed_out, correction], [node.output[0]], name=f"{base}.add_offsets"))
+            nodes.append(helper.make_node("Add", [packed_out, correction], [single_out], name=f"{base}.add_offsets"))
+        if len(members) > 1:
+            sizes = add_init(np.asarray(widths, dtype=np.int64), f"{base}.split_sizes")
+            nodes.append(
+                helper.make_node("Split", [single_out, sizes], [m.output[0] for m in members], name=f"{base}.split",
+                                 axis=-1)
+            )
     if not counts["matmul_4bit"] + counts["matmul_8bit"]:
         raise ValueError(f"{model_in}: no MatMul weight lies on a 4/8-bit block grid; choose another preset")
     del graph.node[:]

@@ -59,28 +59,32 @@ def test_grids_are_recognised() -> None:
     assert find_grid(RNG.normal(size=(K, N)).astype(np.float32)) is None
 
 
-def test_q4_1_weights_are_packed_exactly_and_shared_block_sums(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pack_siblings", [False, True])
+def test_q4_1_weights_are_packed_exactly_and_shared_block_sums(tmp_path: Path, pack_siblings: bool) -> None:
     w1, w2 = q4_1_weight(), q4_1_weight()
     source = two_matmul_model(tmp_path / "in.onnx", w1, w2)
-    counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=False)
-    assert counts == {"matmul_4bit": 2, "matmul_8bit": 0, "matmul_kept_fp32": 0}
+    counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=False, pack_siblings=pack_siblings)
+    assert counts == {"matmul_4bit": 2, "matmul_8bit": 0, "matmul_kept_fp32": 0, "packed_groups": int(pack_siblings)}
     ops = [n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node]
-    assert ops.count("MatMulNBits") == 2 and ops.count("MatMul") == 3  # one block-sum shared by both
+    if pack_siblings:  # both read x: one MatMulNBits over 2N columns, one offset term, then Split
+        assert ops.count("MatMulNBits") == 1 and ops.count("MatMul") == 2 and ops.count("Split") == 1
+    else:
+        assert ops.count("MatMulNBits") == 2 and ops.count("MatMul") == 3  # one block-sum shared by both
     x = RNG.normal(size=(2, 3, K)).astype(np.float32)
     for got, expected in zip(run(tmp_path / "out.onnx", x), (x @ w1, x @ w2), strict=True):
-        assert np.abs(got - expected).max() < 1e-4
+        assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
 
 
 def test_off_grid_weights_stay_fp32(tmp_path: Path) -> None:
     source = two_matmul_model(tmp_path / "in.onnx", q8_0_weight(), RNG.normal(size=(K, N)).astype(np.float32))
     counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=True)
-    assert counts == {"matmul_4bit": 0, "matmul_8bit": 1, "matmul_kept_fp32": 1}
+    assert counts == {"matmul_4bit": 0, "matmul_8bit": 1, "matmul_kept_fp32": 1, "packed_groups": 0}
 
 
 def test_q8_0_weights_stay_fp32_unless_asked(tmp_path: Path) -> None:
     source = two_matmul_model(tmp_path / "in.onnx", q4_1_weight(), q8_0_weight())
     counts = repack_grid_weights(source, tmp_path / "out.onnx", pack_8bit=False)
-    assert counts == {"matmul_4bit": 1, "matmul_8bit": 0, "matmul_kept_fp32": 1}
+    assert counts == {"matmul_4bit": 1, "matmul_8bit": 0, "matmul_kept_fp32": 1, "packed_groups": 0}
 
 
 def test_a_model_without_any_grid_is_refused(tmp_path: Path) -> None:
