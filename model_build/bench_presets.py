@@ -26,6 +26,7 @@ from model_build.bench_report import machine_line, write_json
 CANDIDATES = (
     "fp32",
     "int8-dynamic-matmul-per-channel",
+    "int8-dynamic-early-ffn-blockwise",
     "int8-dynamic-ffn-blockwise",
     "int8-dynamic-ffn-both-blockwise",
     "int8-weight-only",

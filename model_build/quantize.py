@@ -32,6 +32,8 @@ class QuantPreset:
     # MatMuls kept out of dynamic INT8 and stored as 8-bit block-wise weight-only instead:
     # "ffn-output" = the FFN down-projections, "ffn" = both FFN projections.
     blockwise_layers: Literal["none", "ffn-output", "ffn"] = "none"
+    # Only the first N such layers (0 = all): GELU outliers are worst early in BERT-style encoders.
+    blockwise_first: int = 0
     block_size: int = 32
     bits: int = 8
     description: str = ""
@@ -61,7 +63,8 @@ class QuantPreset:
             preset=self.name,
             method=self.method,
             weight_type=weight[self.method]
-            + ("" if self.blockwise_layers == "none" else f"+int8-blockwise-{self.blockwise_layers}"),
+            + ("" if self.blockwise_layers == "none" else f"+int8-blockwise-{self.blockwise_layers}")
+            + (f"-first{self.blockwise_first}" if self.blockwise_first else ""),
             per_channel=self.per_channel and self.method in ("dynamic", "static"),
             op_types=ops,
         )
@@ -82,6 +85,13 @@ PRESETS: dict[str, QuantPreset] = {
             "dynamic",
             blockwise_layers="ffn-output",
             description="dynamic INT8 per-channel; FFN down-projections as 8-bit block-wise",
+        ),
+        QuantPreset(
+            "int8-dynamic-early-ffn-blockwise",
+            "dynamic",
+            blockwise_layers="ffn-output",
+            blockwise_first=3,
+            description="dynamic INT8 per-channel; the first three FFN down-projections as 8-bit block-wise",
         ),
         QuantPreset(
             "int8-dynamic-ffn-both-blockwise",
@@ -202,6 +212,9 @@ def _dynamic(model_in: Path, model_out: Path, preset: QuantPreset) -> None:
         if preset.blockwise_layers != "none"
         else []
     )
+    if preset.blockwise_first:  # graph order is layer order; "ffn" lists a layer's two projections together
+        per_layer = 2 if preset.blockwise_layers == "ffn" else 1
+        excluded = excluded[: preset.blockwise_first * per_layer]
     quantize_dynamic(
         str(model_in),
         str(model_out),

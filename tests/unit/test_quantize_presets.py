@@ -41,3 +41,33 @@ def test_ffn_matmul_selection():
     model = _ffn_graph()
     assert ffn_matmuls(model, include_input_projection=False) == ["ffn_down"]
     assert sorted(ffn_matmuls(model, include_input_projection=True)) == ["ffn_down", "ffn_up"]
+
+
+def test_blockwise_first_keeps_only_the_earliest_down_projections_blockwise(tmp_path):
+    import numpy as np
+    from onnx import numpy_helper
+
+    from model_build.quantize import quantize
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for layer in range(3):  # three FFN blocks in a chain: up → Gelu → down
+        for name in (f"w_up{layer}", f"w_down{layer}"):
+            inits.append(numpy_helper.from_array(rng.normal(size=(64, 64)).astype(np.float32), name))
+        nodes += [
+            helper.make_node("MatMul", [x, f"w_up{layer}"], [f"up{layer}"], name=f"up{layer}"),
+            helper.make_node("Gelu", [f"up{layer}"], [f"act{layer}"], domain="com.microsoft", name=f"gelu{layer}"),
+            helper.make_node("MatMul", [f"act{layer}", f"w_down{layer}"], [f"y{layer}"], name=f"down{layer}"),
+        ]
+        x = f"y{layer}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 64])], initializer=inits)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    onnx.save(model, str(tmp_path / "in.onnx"))
+    preset = QuantPreset("t", "dynamic", op_types=("MatMul",), blockwise_layers="ffn-output", blockwise_first=2)
+    record = quantize(tmp_path / "in.onnx", tmp_path / "out.onnx", preset)
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    blockwise = sorted(n.name.removesuffix("_Q8") for n in out.graph.node if n.op_type == "MatMulNBits")
+    assert blockwise == ["down0", "down1"] and record.weight_type == "int8+int8-blockwise-ffn-output-first2"
+    assert not any(n.op_type == "MatMul" and n.name == "down2" for n in out.graph.node)  # down2 went INT8
