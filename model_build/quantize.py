@@ -94,6 +94,13 @@ PRESETS: dict[str, QuantPreset] = {
             description="dynamic INT8 per-channel; the first three FFN down-projections as 8-bit block-wise",
         ),
         QuantPreset(
+            "int8-dynamic-early-ffn-both-blockwise",
+            "dynamic",
+            blockwise_layers="ffn",
+            blockwise_first=3,
+            description="dynamic INT8 per-channel; both FFN projections of the first three layers as 8-bit block-wise",
+        ),
+        QuantPreset(
             "int8-dynamic-ffn-both-blockwise",
             "dynamic",
             blockwise_layers="ffn",
