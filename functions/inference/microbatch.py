@@ -123,7 +123,11 @@ class MicroBatcher:
                     break
                 group.append(nxt)
                 size += len(nxt.inputs)
-            await self._run(group)
+            try:
+                await self._run(group)
+            except Exception as exc:  # never leave a caller waiting: a bug here fails its requests, not the loop
+                for pending in group:
+                    _settle(pending.future, error=exc)
 
     async def _run(self, group: list[_Pending]) -> None:
         group = [p for p in group if not p.future.cancelled()]
@@ -159,6 +163,8 @@ class MicroBatcher:
 
 def split_result(result: TaskResult, sizes: list[int]) -> list[TaskResult]:
     """Cut a merged result back into one result per request, in order."""
+    if len(result.outputs) != sum(sizes):
+        raise RuntimeError(f"the model returned {len(result.outputs)} outputs for {sum(sizes)} merged inputs")
     parts, start = [], 0
     counts = result.input_token_counts
     for size in sizes:

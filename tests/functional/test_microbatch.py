@@ -90,3 +90,22 @@ def test_micro_batching_is_off_by_default(registry, monkeypatch):
     monkeypatch.delenv("MAAS_MICROBATCH", raising=False)
     app = create_app(registry, Settings())
     assert Settings().microbatch is False and app.state.batchers is None
+
+
+def test_a_result_that_cannot_be_split_fails_its_callers_instead_of_hanging(registry, monkeypatch):
+    pipeline = registry.get("minilm-embed")
+    batcher = MicroBatcher(pipeline, max_wait_ms=20)
+    original = pipeline.predict
+
+    def short(inputs, parameters=None):  # type: ignore[no-untyped-def]
+        result = original(inputs, parameters)
+        result.outputs = result.outputs[:-1]  # one output missing: split_result must not hand out a wrong slice
+        return result
+
+    monkeypatch.setattr(pipeline, "predict", short)
+
+    async def run() -> list:
+        return await asyncio.wait_for(_concurrently(batcher, [([t], None) for t in TEXTS[:4]]), timeout=30)
+
+    results = asyncio.run(run())
+    assert len(results) == 4 and all(isinstance(r, Exception) for r in results)
