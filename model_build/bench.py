@@ -49,6 +49,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def run_header(name: str, **fields: Any) -> dict[str, Any]:
+    """The start of every benchmark's results: the model, this machine and when, then the bench's own fields."""
+    return {"model": name, "machine": machine(), "date": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+
+
 def ensure_built(name: str, fp32_relative: str, console: Console) -> tuple[Any, Path, Path]:
     """The catalog entry, its artifact dir and its fp32 model path under build/<name>/ (built first if missing)."""
     from model_build.build import artifacts_root, build_model, work_root
@@ -118,14 +123,7 @@ def run_bench(name: str, *, seq: int, repeats: int, out_dir: Path, console: Cons
     reference = source.reference  # the torch original (HF model + pooling/head), not the export wrapper
     fp32 = create_session(fp32_path)
     served = create_session(artifact / "model.onnx")
-    results: dict[str, Any] = {
-        "model": name,
-        "seq": seq,
-        "repeats": repeats,
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "latency": {},
-    }
+    results = run_header(name, seq=seq, repeats=repeats, latency={})
     for batch in BATCHES:
         feeds = text_feeds(batch, seq)
         tensors = {k: torch.from_numpy(v) for k, v in feeds.items()}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from model_build.bench import ensure_built, machine
+from model_build.bench import ensure_built, run_header
 from model_build.bench_report import machine_line, model_sizes, write_json
 
 PROMPT = (
@@ -113,16 +112,8 @@ def run_generation_bench(
         for case, by_count in cases.items():
             for count, fn in by_count.items():
                 samples[case][count].append(_timed(fn))
-    results: dict[str, Any] = {
-        "model": name,
-        "prompt_tokens": len(ids),
-        "new_tokens": new_tokens,
-        "repeats": repeats,
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quantization": served.manifest.quantization.preset,
-        "cases": {},
-    }
+    results = run_header(name, prompt_tokens=len(ids), new_tokens=new_tokens, repeats=repeats,
+                         quantization=served.manifest.quantization.preset, cases={})
     for case in cases:
         first = float(np.median(samples[case][1]))
         full = float(np.median(samples[case][new_tokens]))

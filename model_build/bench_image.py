@@ -9,14 +9,13 @@ of the maas artifact with torch, and top-1 on the untouched photos a person can 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from model_build.bench import ensure_built, interleaved, machine
+from model_build.bench import ensure_built, interleaved, run_header
 from model_build.bench_report import latency_table, machine_line, model_sizes, write_json
 
 BATCHES = (1, 16)
@@ -48,14 +47,7 @@ def run_image_bench(name: str, *, repeats: int, out_dir: Path, console: Console)
         with torch.inference_mode():
             return softmax(source.reference({input_name: torch.from_numpy(pixels)}).numpy())
 
-    results: dict[str, Any] = {
-        "model": name,
-        "repeats": repeats,
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "quantization": served.manifest.quantization.preset,
-        "latency": {},
-    }
+    results = run_header(name, repeats=repeats, quantization=served.manifest.quantization.preset, latency={})
     for batch in BATCHES:
         images = heldout[:batch]
         pixels = served.pixels(images)

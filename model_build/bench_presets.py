@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from model_build.bench import ensure_built, machine, text_feeds
+from model_build.bench import ensure_built, run_header, text_feeds
 from model_build.bench_report import machine_line, write_json
 
 CANDIDATES = (
@@ -44,16 +43,9 @@ def compare_presets(name: str, *, out_dir: Path, console: Console, rounds: int =
     verify_artifact(artifact)
     held = [s for s in (DATA / "heldout_sentences.txt").read_text().splitlines() if s.strip()]
     gates = entry.gates
-    results: dict[str, Any] = {
-        "model": name,
-        "served_preset": entry.quantization,
-        "heldout": len(held),
-        "machine": machine(),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "gates": {"mean_cosine": gates.quantized_mean_cosine, "min_cosine": gates.quantized_min_cosine,
-                  "max_size_ratio": gates.max_size_ratio},
-        "presets": {},
-    }
+    gate_bars = {"mean_cosine": gates.quantized_mean_cosine, "min_cosine": gates.quantized_min_cosine,
+                 "max_size_ratio": gates.max_size_ratio}  # fmt: skip
+    results = run_header(name, served_preset=entry.quantization, heldout=len(held), gates=gate_bars, presets={})
     with tempfile.TemporaryDirectory(prefix="maas-presets-") as scratch:
         pipes = {}
         for preset in CANDIDATES:

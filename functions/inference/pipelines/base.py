@@ -39,6 +39,15 @@ class TensorMeta:
     shape: list[int]
 
 
+def classifier_outputs(labels: list[str]) -> list[TensorMeta]:
+    """OIP outputs of every classifier (text or image): best label, its score, all probabilities."""
+    return [
+        TensorMeta("label", "BYTES", [-1]),
+        TensorMeta("score", "FP32", [-1]),
+        TensorMeta("probabilities", "FP32", [-1, len(labels)]),
+    ]
+
+
 class Pipeline(ABC):
     task: ClassVar[Task]
     parameters_model: ClassVar[type[TaskParameters]] = TaskParameters

@@ -13,7 +13,7 @@ from pydantic import Field, ValidationError
 
 from functions.errors import ArtifactError, InvalidInputError
 from functions.inference.images import ImagePreprocessing, pixel_batch
-from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
+from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta, classifier_outputs
 from functions.inference.postprocess import best_label_tensors, ranked_labels, softmax
 from functions.manifest import Manifest, Task
 
@@ -83,11 +83,7 @@ class ImageClassificationPipeline(Pipeline):
         return [TensorMeta(IMAGE_INPUT, "BYTES", [-1]), TensorMeta(self.pixel_input, "FP32", [-1, 3, size, size])]
 
     def oip_outputs(self) -> list[TensorMeta]:
-        return [
-            TensorMeta("label", "BYTES", [-1]),
-            TensorMeta("score", "FP32", [-1]),
-            TensorMeta("probabilities", "FP32", [-1, len(self.labels)]),
-        ]
+        return classifier_outputs(self.labels)
 
     def infer_tensors(
         self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None

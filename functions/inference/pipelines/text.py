@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from functions.errors import InvalidInputError
-from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
+from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta, classifier_outputs
 from functions.inference.postprocess import POOLERS, best_label_tensors, l2_normalize, ranked_labels, softmax
 from functions.inference.tokenizer import EncodedBatch, TextEncoder
 from functions.manifest import Manifest, Task
@@ -135,11 +135,7 @@ class ClassificationPipeline(TextPipeline):
         return TaskResult(outputs, sum(batch.token_counts), batch.truncated, list(batch.token_counts))
 
     def oip_outputs(self) -> list[TensorMeta]:
-        return [
-            TensorMeta("label", "BYTES", [-1]),
-            TensorMeta("score", "FP32", [-1]),
-            TensorMeta("probabilities", "FP32", [-1, len(self.labels)]),
-        ]
+        return classifier_outputs(self.labels)
 
     def infer_tensors(
         self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None
