@@ -11,8 +11,13 @@ quantizer rounds them onto a second grid and costs quality for nothing; int8 com
   per-block offsets (two MatMuls of width K/32, ~3% of the layer's work). fp32 compute
   (``accuracy_level=0``) keeps activations unrounded, so the result equals the fp32 graph to float
   rounding (ORT's fast 4-bit kernels need uint8 zero points; float zero points take a ~100× slower path).
-- Q8_0, ``w = d·q`` (q ∈ −127..127): 8-bit symmetric with int8 compute (``accuracy_level=4``), ORT's
-  only fast 8-bit path, or kept fp32 (``pack_8bit=False``) to stay exact.
+- Q8_0, ``w = d·q`` (q ∈ −127..127), by ``eight_bit``:
+  ``"nibble-planes"`` (exact, and a quarter of fp32's bytes): ``q + 127 = 16a + b`` with a, b ∈ 0..15,
+  so ``w = 16d·(a − 7) + d·(b − 15)`` — two 4-bit planes with uint8 zero points 7 and 15, stored as
+  one 4-bit ``MatMulNBits`` over ``K' = 2K`` fed ``Concat(A, A)``; fp32 compute, so it runs ORT's fast
+  4-bit kernel and equals the fp32 graph to float rounding (SmolLM2's LM head: 113 → 28 MB read per token).
+  ``"int8-compute"``: 8-bit symmetric with int8 activations (``accuracy_level=4``), rounds activations.
+  ``"fp32"``: left as it is.
 
 A MatMul whose weight fits neither grid is left in fp32 and counted. Path in → path out.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -29,6 +35,9 @@ from onnx import helper, numpy_helper
 BLOCK = 32
 # |reconstruction − original| allowed, relative to the block's largest magnitude (float32 rounding only).
 RELATIVE_TOLERANCE = 1e-5
+EightBit = Literal["nibble-planes", "int8-compute", "fp32"]
+# Q8_0 as two 4-bit planes: q + 127 = 16a + b; zero points 7 (a, scale 16d) and 15 (b, scale d).
+HIGH_ZERO_POINT, LOW_ZERO_POINT = 7, 15
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class GridWeight:
     blob: np.ndarray  # uint8 [N, blocks, BLOCK * bits / 8]
     scales: np.ndarray  # float32 [N * blocks]
     offsets: np.ndarray | None  # float32 [blocks, N]: what the 4-bit kernel leaves out, per block
+    zero_points: np.ndarray | None = None  # packed uint8 4-bit zero points [N · ceil(blocks / 2)]
 
 
 def _fits(blocks: np.ndarray, rebuilt: np.ndarray) -> bool:
@@ -65,22 +75,40 @@ def find_grid(weight: np.ndarray) -> GridWeight | None:
     return None
 
 
+def nibble_planes(grid: GridWeight) -> GridWeight:
+    """A Q8_0 grid → one 4-bit grid over K' = 2K: high-nibble blocks, then low-nibble blocks."""
+    assert grid.bits == 8
+    n, blocks, _ = grid.blob.shape
+    u = grid.blob.astype(np.int16) - 1  # blob = q + 128, so u = q + 127 ∈ 0..254
+    planes = np.concatenate([u // 16, u % 16], axis=1).astype(np.uint8)  # [N, 2·blocks, BLOCK]
+    blob = planes[..., 0::2] | (planes[..., 1::2] << 4)
+    d = grid.scales.reshape(n, blocks)
+    scales = np.concatenate([16 * d, d], axis=1).astype(np.float32).reshape(-1)
+    zero = np.concatenate(
+        [np.full((n, blocks), HIGH_ZERO_POINT, np.uint8), np.full((n, blocks), LOW_ZERO_POINT, np.uint8)], axis=1
+    )
+    if zero.shape[1] % 2:
+        zero = np.pad(zero, ((0, 0), (0, 1)))
+    packed_zero = zero[:, 0::2] | (zero[:, 1::2] << 4)  # block 2j in the low nibble
+    return GridWeight(4, blob, scales, None, packed_zero.reshape(-1))
+
+
 def repack_grid_weights(
-    model_in: Path, model_out: Path, *, pack_8bit: bool, pack_siblings: bool = True
+    model_in: Path, model_out: Path, *, eight_bit: EightBit = "nibble-planes", pack_siblings: bool = True
 ) -> dict[str, int]:
     """Replace every MatMul whose constant weight lies on a block grid with an exact ``MatMulNBits``.
 
     ``pack_siblings``: 4-bit MatMuls that share their input (q/k/v, gate/up) become one MatMulNBits over
     the concatenated columns, one offset term and a Split — per Llama layer 25 nodes become 18, with the
     same per-column arithmetic.
-    ``pack_8bit=False`` keeps Q8_0-grid weights (SmolLM2's LM head) in fp32: the only fast 8-bit kernel
-    rounds activations to int8, which flips near-tied next tokens; fp32 keeps the graph exact.
+    ``eight_bit`` picks how Q8_0-grid weights (SmolLM2's LM head) are stored (see the module doc): the
+    default nibble planes are exact; int8 compute rounds activations, which flips near-tied next tokens.
     Raises ``ValueError`` when no weight fits: the source was not block-quantized (use another preset).
     """
     model = onnx.load(str(model_in))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_kept_fp32": 0, "packed_groups": 0}
+    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_8bit_as_planes": 0, "matmul_kept_fp32": 0, "packed_groups": 0}
     nodes: list[onnx.NodeProto] = []
     replaced: set[str] = set()
     block_sums: dict[str, str] = {}  # input tensor → its per-block sums, shared by q/k/v and gate/up
@@ -93,7 +121,7 @@ def repack_grid_weights(
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
         grid = find_grid(numpy_helper.to_array(weight)) if weight is not None and len(weight.dims) == 2 else None
-        if grid is not None and (grid.bits == 4 or pack_8bit):
+        if grid is not None and (grid.bits == 4 or eight_bit != "fp32"):
             grids[node.name or node.output[0]] = grid
     # 4-bit MatMuls that read the same input (q/k/v, gate/up) run as one wider MatMulNBits + Split.
     siblings: dict[str, list[onnx.NodeProto]] = {}
@@ -121,18 +149,27 @@ def repack_grid_weights(
             grid = find_grid(np.concatenate(weights, axis=1))
             assert grid is not None and grid.bits == 4  # each column keeps its own blocks
             counts["packed_groups"] += 1
-        for member in members:
-            counts[f"matmul_{grid.bits}bit"] += 1
-            replaced.add(member.input[1])
+        source = node.input[0]
         widths = [int(initializers[m.input[1]].dims[1]) for m in members]
         k, n = int(weight.dims[0]), sum(widths)
+        planes = grid.bits == 8 and eight_bit == "nibble-planes"
+        for member in members:
+            counts["matmul_8bit_as_planes" if planes else f"matmul_{grid.bits}bit"] += 1
+            replaced.add(member.input[1])
+        inputs = [source]
+        if planes:
+            grid = nibble_planes(grid)
+            doubled = f"{key}.input_twice"
+            nodes.append(helper.make_node("Concat", [source, source], [doubled], name=doubled, axis=-1))
+            inputs, k = [doubled], 2 * k
         base = key if len(members) == 1 else f"{key}.packed{len(members)}"
         single_out = members[0].output[0] if len(members) == 1 else f"{base}.out"
         packed_out = single_out if grid.offsets is None else f"{base}.packed"
         nodes.append(
             helper.make_node(
                 "MatMulNBits",
-                [node.input[0], add_init(grid.blob, f"{base}.qweight"), add_init(grid.scales, f"{base}.scales")],
+                [*inputs, add_init(grid.blob, f"{base}.qweight"), add_init(grid.scales, f"{base}.scales")]
+                + ([add_init(grid.zero_points, f"{base}.zero_points")] if grid.zero_points is not None else []),
                 [packed_out],
                 name=base,
                 domain="com.microsoft",
@@ -144,7 +181,6 @@ def repack_grid_weights(
             )
         )
         if grid.offsets is not None:
-            source = node.input[0]
             if source not in block_sums:
                 indicator = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), dtype=np.float32))
                 block_sums[source] = f"{base}.block_sums"
@@ -163,8 +199,9 @@ def repack_grid_weights(
         if len(members) > 1:
             sizes = add_init(np.asarray(widths, dtype=np.int64), f"{base}.split_sizes")
             nodes.append(
-                helper.make_node("Split", [single_out, sizes], [m.output[0] for m in members], name=f"{base}.split",
-                                 axis=-1)
+                helper.make_node(
+                    "Split", [single_out, sizes], [m.output[0] for m in members], name=f"{base}.split", axis=-1
+                )
             )
     if not counts["matmul_4bit"] + counts["matmul_8bit"]:
         raise ValueError(f"{model_in}: no MatMul weight lies on a 4/8-bit block grid; choose another preset")

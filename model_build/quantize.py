@@ -44,9 +44,9 @@ class QuantPreset:
     # Weight-only, exact: keep the block grid the source was already quantized on (GGUF Q4_1/Q8_0), see
     # model_build/grid_repack.py, instead of rounding the weights onto a new one.
     source_grid: bool = False
-    # With source_grid: also pack Q8_0-grid weights (SmolLM2's tied LM head) as 8-bit MatMulNBits with int8
-    # compute — a quarter of the fp32 bytes read per token, at the cost of rounding the head's activations.
-    pack_8bit_grid: bool = False
+    # With source_grid, how Q8_0-grid weights (SmolLM2's tied LM head) are stored: "nibble-planes" (exact,
+    # a quarter of the fp32 bytes read per token), "int8-compute" (rounds the head's activations) or "fp32".
+    eight_bit_grid: Literal["nibble-planes", "int8-compute", "fp32"] = "nibble-planes"
 
     def __post_init__(self) -> None:
         if self.method == "dynamic" and not self.op_types:
@@ -131,7 +131,17 @@ PRESETS: dict[str, QuantPreset] = {
             bits=4,
             op_types=("MatMul",),
             source_grid=True,
-            description="GGUF Q4_1 weights re-packed exactly as 4-bit MatMulNBits (fp32 compute); Q8_0 kept fp32",
+            description="GGUF Q4_1 weights re-packed exactly as 4-bit MatMulNBits (fp32 compute); Q8_0 weights "
+            "exactly as two 4-bit planes",
+        ),
+        QuantPreset(
+            "int4-source-grid-fp32-head",
+            "weight-only",
+            bits=4,
+            op_types=("MatMul",),
+            source_grid=True,
+            eight_bit_grid="fp32",
+            description="int4-source-grid with the Q8_0 LM head kept fp32 (4x its bytes per token)",
         ),
         QuantPreset(
             "int4-source-grid-int8-head",
@@ -139,7 +149,7 @@ PRESETS: dict[str, QuantPreset] = {
             bits=4,
             op_types=("MatMul",),
             source_grid=True,
-            pack_8bit_grid=True,
+            eight_bit_grid="int8-compute",
             description="int4-source-grid, plus the Q8_0 LM head packed as 8-bit MatMulNBits (int8 compute)",
         ),
     )
@@ -201,7 +211,7 @@ def quantize(model_in: Path, model_out: Path, preset: QuantPreset) -> Quantizati
     elif preset.source_grid:
         from model_build.grid_repack import repack_grid_weights
 
-        repack_grid_weights(model_in, model_out, pack_8bit=preset.bits == 8 or preset.pack_8bit_grid)
+        repack_grid_weights(model_in, model_out, eight_bit=preset.eight_bit_grid)
     elif preset.method == "weight-only":
         _blockwise(onnx.load(str(model_in)), model_out, preset, nodes=None)
     elif preset.method == "static":

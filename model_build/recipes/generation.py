@@ -27,7 +27,7 @@ from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.generation import GenerationPipeline
 from functions.inference.registry import pipeline_for
 from functions.manifest import GateResult, Quantization
-from model_build import validate
+from model_build import decoder_graph, validate
 from model_build.export_decoder import export_decoder
 from model_build.optimize import optimize_graph
 from model_build.quantize import QuantPreset, quantize
@@ -77,13 +77,18 @@ class GenerationRecipe(Recipe):
         return self.source.extra["hf_tokenizer"]
 
     def export(self) -> dict[str, float]:
-        # Fuse the RMSNorms (onnxruntime.transformers, python fusions only); ORT adds its own at session creation.
+        layers = float(self.source.extra["num_layers"])
+        if decoder_graph.unsupported(self.source.module) is None:
+            # Written directly with ORT's fused ops (GroupQueryAttention, SkipSimplifiedLayerNormalization).
+            decoder_graph.build_decoder_graph(self.source.module, self.fp32_dir / "model.onnx")
+            return {"num_layers": layers, "fused_decoder_graph": 1.0}
+        # Other decoders: dynamo export, then fuse the RMSNorms (onnxruntime.transformers, python fusions only).
         exported = self.fp32_dir / "export.onnx"
         export_decoder(self.source.module, exported)
         fused = optimize_graph(self.source, exported, self.fp32_dir / "model.onnx")
         exported.unlink()
         metrics = {f"fused_{op}": float(count) for op, count in fused.items()}
-        return {"num_layers": float(self.source.extra["num_layers"]), **metrics}
+        return {"num_layers": layers, "fused_decoder_graph": 0.0, **metrics}
 
     def quantize(self, preset: QuantPreset) -> Quantization:
         return quantize(self.fp32_dir / "model.onnx", self.served_dir / "model.onnx", preset)
@@ -220,7 +225,7 @@ class GenerationRecipe(Recipe):
 
 def _teacher_forced(pipeline: GenerationPipeline, ids: list[int]) -> np.ndarray:
     """Next-token logits after each prefix ``ids[:k]`` (k = 1..n-1), one KV-cached step per token."""
-    cache = pipeline.decoder.empty_cache()
+    cache = pipeline.decoder.empty_cache(capacity=len(ids))
     return np.stack([pipeline.decoder.forward([token], cache) for token in ids[:-1]])
 
 

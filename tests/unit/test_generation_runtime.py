@@ -23,7 +23,7 @@ class ScriptedDecoder:
     script: list[int]
     calls: list[list[int]] = field(default_factory=list)
 
-    def empty_cache(self) -> KVCache:
+    def empty_cache(self, capacity: int = 0) -> KVCache:
         return KVCache({})
 
     def forward(self, token_ids: list[int], cache: KVCache) -> np.ndarray:
