@@ -2,8 +2,10 @@
 
 Cases, all greedy, generating exactly ``new_tokens`` (EOS ignored so every case does the same work):
 torch eager (``generate`` with its DynamicCache), ORT on the fp32 export and the maas artifact through
-the runtime's own generation loop (KV cache), and the maas artifact *without* the cache (every step
-re-runs the whole sequence, as an export without past_key_values must). Reported per case: time to
+the runtime's own generation loop (KV cache), the maas artifact with its cache copied into new
+present tensors every step instead of kept in shared buffers (when the graph supports them), and the
+maas artifact *without* the cache (every step re-runs the whole sequence, as an export without
+past_key_values must). Reported per case: time to
 first token (prefill of the prompt + one step) and decode tokens/s over the remaining tokens.
 
 Run it as ``python -m model_build.bench_generation smollm2-chat``.
@@ -29,7 +31,7 @@ PROMPT = (
     "<|im_start|>user\nWrite a short story about a lighthouse keeper who finds a message in a bottle.<|im_end|>\n"
     "<|im_start|>assistant\n"
 )
-CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact", "maas_artifact_no_cache")
+CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact", "maas_artifact_copied_cache", "maas_artifact_no_cache")
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -43,7 +45,7 @@ def run_generation_bench(
 ) -> Path:
     import torch
 
-    from functions.inference.generation import Generation, Sampler, SamplingParams
+    from functions.inference.generation import Generation, KVCacheDecoder, Sampler, SamplingParams
     from functions.inference.loader import verify_artifact
     from functions.inference.pipelines.generation import GenerationPipeline
     from functions.inference.registry import pipeline_for
@@ -75,10 +77,12 @@ def run_generation_bench(
 
         return run
 
-    def ort_case(pipeline: GenerationPipeline, count: int) -> Callable[[], object]:
+    def ort_case(
+        pipeline: GenerationPipeline, count: int, decoder: KVCacheDecoder | None = None
+    ) -> Callable[[], object]:
         def run() -> object:
             return Generation(
-                decoder=pipeline.decoder,
+                decoder=decoder or pipeline.decoder,
                 decode=pipeline.decode,
                 prompt_ids=ids,
                 max_new_tokens=count,
@@ -102,8 +106,11 @@ def run_generation_bench(
         "torch_eager_fp32": {n: torch_case(n) for n in (1, new_tokens)},
         "ort_fp32": {n: ort_case(fp32, n) for n in (1, new_tokens)},
         "maas_artifact": {n: ort_case(served, n) for n in (1, new_tokens)},
-        "maas_artifact_no_cache": {n: no_cache_case(served, n) for n in (1, new_tokens)},
     }
+    if served.decoder.shared_buffer:
+        copied = KVCacheDecoder(served.session, shared_buffer=False)
+        cases["maas_artifact_copied_cache"] = {n: ort_case(served, n, copied) for n in (1, new_tokens)}
+    cases["maas_artifact_no_cache"] = {n: no_cache_case(served, n) for n in (1, new_tokens)}
     console.log(f"{name}: prompt {len(ids)} tokens, {new_tokens} new tokens, {repeats} interleaved rounds")
     for by_count in cases.values():  # warm-up
         by_count[1]()
@@ -112,8 +119,14 @@ def run_generation_bench(
         for case, by_count in cases.items():
             for count, fn in by_count.items():
                 samples[case][count].append(_timed(fn))
-    results = run_header(name, prompt_tokens=len(ids), new_tokens=new_tokens, repeats=repeats,
-                         quantization=served.manifest.quantization.preset, cases={})
+    results = run_header(
+        name,
+        prompt_tokens=len(ids),
+        new_tokens=new_tokens,
+        repeats=repeats,
+        quantization=served.manifest.quantization.preset,
+        cases={},
+    )
     for case in cases:
         first = float(np.median(samples[case][1]))
         full = float(np.median(samples[case][new_tokens]))
@@ -137,7 +150,8 @@ def write_generation_report(results: dict[str, Any], out_dir: Path, console: Con
         machine_line(results, f"torch {results['machine']['torch']}", f"artifact {results['quantization']}"),
         "",
         "Greedy, EOS ignored; KV cache in every case but `maas_artifact_no_cache` (each step re-runs the "
-        "whole sequence); all cases timed interleaved in one run (median of "
+        "whole sequence); `maas_artifact_copied_cache` feeds each step's presents back as new tensors instead of "
+        "keeping one shared buffer per layer; all cases timed interleaved in one run (median of "
         f"{results['repeats']}). Ratios are over torch eager (higher is better).",
         "",
         "| case | time to first token | decode tokens/s | × torch decode | end-to-end tokens/s | × torch e2e |",

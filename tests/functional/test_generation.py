@@ -247,3 +247,44 @@ def test_lambda_chat_stream_arrives_as_one_buffered_sse_body(artifact: Path) -> 
     chunks = [json.loads(e) for e in events[:-1]]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert "4" in text and chunks[-1]["usage"]["completion_tokens"] > 0
+
+
+def test_served_decoder_keeps_its_cache_in_shared_buffers_with_the_same_tokens(registry: Any) -> None:
+    """The fused graph's in-place cache (IO binding) gives the same greedy tokens and logits as feeding
+    each step's presents back, including when the buffer must grow past the capacity it was given."""
+    import numpy as np
+
+    from functions.inference.generation import KVCacheDecoder
+
+    pipeline = registry.get(MODEL)
+    assert pipeline.decoder.shared_buffer  # the served artifact is the GroupQueryAttention graph
+    copied = KVCacheDecoder(pipeline.session, shared_buffer=False)
+    ids = pipeline.encode("The lighthouse keeper opened the bottle and read")
+    tokens: dict[str, list[int]] = {}
+    logits: dict[str, list[np.ndarray]] = {}
+    for name, decoder, capacity in (("shared", pipeline.decoder, len(ids) + 4), ("copied", copied, 0)):
+        cache = decoder.empty_cache(capacity=capacity)
+        step = decoder.forward(ids, cache)
+        tokens[name], logits[name] = [], [step]
+        for _ in range(12):
+            tokens[name].append(int(np.argmax(step)))
+            step = decoder.forward([tokens[name][-1]], cache)
+            logits[name].append(step)
+        assert cache.length == len(ids) + 12
+    assert tokens["shared"] == tokens["copied"]
+    assert np.abs(np.stack(logits["shared"]) - np.stack(logits["copied"])).max() < 1e-4
+
+
+def test_generation_bench_times_every_case(artifact: Path, tmp_path: Path) -> None:
+    import json
+
+    from rich.console import Console
+
+    from model_build.bench_generation import CASES, run_generation_bench
+
+    report = run_generation_bench(MODEL, new_tokens=3, repeats=1, out_dir=tmp_path, console=Console(quiet=True))
+    results = json.loads((tmp_path / f"{MODEL}.json").read_text())
+    assert set(results["cases"]) == set(CASES)
+    for case in results["cases"].values():
+        assert case["decode_tokens_per_s"] > 0 and case["time_to_first_token_ms"] > 0
+    assert all(f"| {case} |" in report.read_text() for case in CASES)

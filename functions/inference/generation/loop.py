@@ -54,7 +54,8 @@ class KVCache:
 class KVCacheDecoder:
     """Runs the decoder graph one chunk at a time for a batch of one sequence."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, *, shared_buffer: bool | None = None) -> None:
+        """``shared_buffer``: None = whatever the graph's metadata allows; False = always feed presents back."""
         self.session = session
         inputs = {i.name: i for i in session.get_inputs()}
         self.past_names = [name for name in inputs if name.startswith(PAST_PREFIX)]
@@ -71,7 +72,10 @@ class KVCacheDecoder:
         self.kv_heads, self.head_dim = int(shape[1]), int(shape[3])
         self.output_names = ["logits", *self.present_names]
         metadata = session.get_modelmeta().custom_metadata_map
-        self.shared_buffer = metadata.get(KV_CACHE_METADATA) == SHARED_BUFFER
+        supported = metadata.get(KV_CACHE_METADATA) == SHARED_BUFFER
+        if shared_buffer and not supported:
+            raise ArtifactError("this decoder graph cannot share past/present buffers (no maas.kv_cache metadata)")
+        self.shared_buffer = supported if shared_buffer is None else shared_buffer
 
     def empty_cache(self, capacity: int = 0) -> KVCache:
         """A cache for one sequence. ``capacity``: the tokens it will reach (prompt + new tokens); with a
