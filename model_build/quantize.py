@@ -10,10 +10,12 @@ per-tensor activation scales; quantizing just those six as 8-bit block-wise weig
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import onnx
 
 from functions.manifest import Quantization
@@ -47,6 +49,12 @@ class QuantPreset:
     # With source_grid, how Q8_0-grid weights (SmolLM2's tied LM head) are stored: "nibble-planes" (exact,
     # a quarter of the fp32 bytes read per token), "int8-compute" (rounds the head's activations) or "fp32".
     eight_bit_grid: Literal["nibble-planes", "int8-compute", "fp32"] = "nibble-planes"
+    # Dynamic INT8: the FFN down-projections' outlier input channels (found on calibration inputs) run as
+    # a small fp32 MatMul beside the INT8 one (model_build/outliers.py); needs calibration batches.
+    fp32_outliers: bool = False
+    outlier_ratio: float = 3.0
+    # Which MatMuls get the split: "ffn-output" (down-projections) or "ffn" (both FFN projections).
+    outlier_layers: Literal["ffn-output", "ffn"] = "ffn-output"
 
     def __post_init__(self) -> None:
         if self.method == "dynamic" and not self.op_types:
@@ -64,7 +72,8 @@ class QuantPreset:
             method=self.method,
             weight_type=weight[self.method]
             + ("" if self.blockwise_layers == "none" else f"+int8-blockwise-{self.blockwise_layers}")
-            + (f"-first{self.blockwise_first}" if self.blockwise_first else ""),
+            + (f"-first{self.blockwise_first}" if self.blockwise_first else "")
+            + (f"+fp32-outlier-channels-{self.outlier_layers}" if self.fp32_outliers else ""),
             per_channel=self.per_channel and self.method in ("dynamic", "static"),
             op_types=ops,
         )
@@ -79,6 +88,21 @@ PRESETS: dict[str, QuantPreset] = {
             "int8-dynamic-matmul-per-channel",
             "dynamic",
             description="dynamic INT8, per-channel weights, MatMul + embedding Gather",
+        ),
+        QuantPreset(
+            "int8-dynamic-ffn-outliers",
+            "dynamic",
+            fp32_outliers=True,
+            description="dynamic INT8 per-channel on every MatMul; the FFN down-projections' outlier input "
+            "channels (calibrated) in fp32",
+        ),
+        QuantPreset(
+            "int8-dynamic-ffn-both-outliers",
+            "dynamic",
+            fp32_outliers=True,
+            outlier_layers="ffn",
+            description="dynamic INT8 per-channel on every MatMul; both FFN projections' outlier input channels "
+            "(calibrated) in fp32",
         ),
         QuantPreset(
             "int8-dynamic-ffn-blockwise",
@@ -201,7 +225,11 @@ def _after_erf(node: onnx.NodeProto, producers: dict[str, onnx.NodeProto]) -> bo
     return False
 
 
-def quantize(model_in: Path, model_out: Path, preset: QuantPreset) -> Quantization:
+def quantize(
+    model_in: Path, model_out: Path, preset: QuantPreset, calibration: Iterable[dict[str, np.ndarray]] | None = None
+) -> Quantization:
+    """Quantize ``model_in`` into ``model_out``. ``calibration``: input batches (feeds), for presets that
+    measure activations (``fp32_outliers``); static INT8 goes through ``quantize_static`` instead."""
     logging.getLogger("root").setLevel(logging.ERROR)
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     if preset.method == "none":
@@ -217,13 +245,27 @@ def quantize(model_in: Path, model_out: Path, preset: QuantPreset) -> Quantizati
     elif preset.method == "static":
         raise ValueError(f"preset {preset.name} is static INT8: it needs calibration data, use quantize_static()")
     else:
-        _dynamic(model_in, model_out, preset)
+        _dynamic(model_in, model_out, preset, calibration)
     return preset.record()
 
 
-def _dynamic(model_in: Path, model_out: Path, preset: QuantPreset) -> None:
+def _dynamic(
+    model_in: Path, model_out: Path, preset: QuantPreset, calibration: Iterable[dict[str, np.ndarray]] | None
+) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    kept_fp32: list[str] = []
+    if preset.fp32_outliers:
+        if calibration is None:
+            raise ValueError(f"preset {preset.name} finds outlier channels on calibration inputs: pass calibration=")
+        from model_build.outliers import channel_maxima, pick_outliers, split_outliers
+
+        model = onnx.load(str(model_in))
+        targets = ffn_matmuls(model, include_input_projection=preset.outlier_layers == "ffn")
+        outliers = pick_outliers(channel_maxima(model, targets, calibration), preset.outlier_ratio)
+        model, kept_fp32 = split_outliers(model, outliers)
+        model_in = model_out.with_name(model_out.stem + ".outliers-split.onnx")
+        onnx.save(model, str(model_in))
     excluded = (
         ffn_matmuls(onnx.load(str(model_in)), include_input_projection=preset.blockwise_layers == "ffn")
         if preset.blockwise_layers != "none"
@@ -238,9 +280,11 @@ def _dynamic(model_in: Path, model_out: Path, preset: QuantPreset) -> None:
         per_channel=preset.per_channel,
         weight_type=QuantType.QInt8,
         op_types_to_quantize=list(preset.op_types),
-        nodes_to_exclude=excluded,
+        nodes_to_exclude=excluded + kept_fp32,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
+    if preset.fp32_outliers:
+        model_in.unlink()  # the split intermediate
     if excluded:
         _blockwise(onnx.load(str(model_out)), model_out, preset, nodes=excluded)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,6 +44,22 @@ def heldout_texts(task: Task) -> list[str]:
     """
     name = "intent_utterances.txt" if task is Task.TEXT_CLASSIFICATION else "heldout_sentences.txt"
     return [s for s in (DATA_DIR / name).read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def calibration_texts(task: Task) -> list[str]:
+    """Texts to measure activations on (outlier channels), disjoint from the task's held-out set: each
+    text task calibrates on the other's held-out file, so no gate is judged on what tuned the model."""
+    name = "heldout_sentences.txt" if task is Task.TEXT_CLASSIFICATION else "intent_utterances.txt"
+    return [s for s in (DATA_DIR / name).read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def calibration_batches(tokenizer: Path, task: Task, *, max_seq_len: int, batch: int = 32) -> list[dict[str, Any]]:
+    """``calibration_texts`` through the runtime's own tokenizer, as session feeds."""
+    from functions.inference.tokenizer import TextEncoder
+
+    texts = calibration_texts(task)
+    encoder = TextEncoder(tokenizer, max_seq_len=max_seq_len, max_input_chars=1_000_000)
+    return [encoder.encode(texts[i : i + batch], truncate=True).feeds() for i in range(0, len(texts), batch)]
 
 
 def gate(name: str, value: float, threshold: float, comparison: str, detail: str = "") -> GateResult:

@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
 from aws_lambda_powertools.utilities.batch import (
     BatchProcessor,
     EventType,
@@ -234,7 +235,7 @@ class SqsInferenceRunner:
 
     def deliver(self, *, message_id: str, reply: InferenceReply, destination: Destination) -> str:
         """Write one reply; any exception fails the message so it is retried, never dropped."""
-        body = json.dumps(reply, separators=(",", ":"))
+        body = pydantic_core.to_json(reply).decode()
         if isinstance(destination, QueueDestination):
             extra: dict[str, str] = {}
             if destination.fifo:

@@ -23,7 +23,14 @@ class EncoderRecipe(Recipe):
         return {f"fused_{k}": float(v) for k, v in fused.items()}
 
     def quantize(self, preset: QuantPreset) -> Quantization:
-        return quantize(self.fp32_dir / "model.onnx", self.served_dir / "model.onnx", preset)
+        calibration = (
+            validate.calibration_batches(
+                self.source.tokenizer_file, self.entry.task, max_seq_len=self.entry.limits.max_seq_len
+            )
+            if preset.fp32_outliers
+            else None
+        )
+        return quantize(self.fp32_dir / "model.onnx", self.served_dir / "model.onnx", preset, calibration)
 
     def artifact_files(self, model_dir: Path) -> dict[str, Path]:
         return {"model.onnx": model_dir / "model.onnx", "tokenizer.json": self.source.tokenizer_file}
