@@ -149,32 +149,17 @@ PRESETS: dict[str, QuantPreset] = {
             op_types=("MatMul",),
             description="8-bit block-wise weight-only MatMulNBits, int8 compute (SmolLM2: int4 costs 40% top-1)",
         ),
-        QuantPreset(
-            "int4-source-grid",
-            "weight-only",
-            bits=4,
-            op_types=("MatMul",),
-            source_grid=True,
-            description="GGUF Q4_1 weights re-packed exactly as 4-bit MatMulNBits (fp32 compute); Q8_0 weights "
-            "exactly as two 4-bit planes",
-        ),
-        QuantPreset(
-            "int4-source-grid-fp32-head",
-            "weight-only",
-            bits=4,
-            op_types=("MatMul",),
-            source_grid=True,
-            eight_bit_grid="fp32",
-            description="int4-source-grid with the Q8_0 LM head kept fp32 (4x its bytes per token)",
-        ),
-        QuantPreset(
-            "int4-source-grid-int8-head",
-            "weight-only",
-            bits=4,
-            op_types=("MatMul",),
-            source_grid=True,
-            eight_bit_grid="int8-compute",
-            description="int4-source-grid, plus the Q8_0 LM head packed as 8-bit MatMulNBits (int8 compute)",
+        *(
+            QuantPreset(name, "weight-only", bits=4, op_types=("MatMul",), source_grid=True, eight_bit_grid=head,
+                        description=description)
+            for name, head, description in (
+                ("int4-source-grid", "nibble-planes", "GGUF Q4_1 weights re-packed exactly as 4-bit MatMulNBits "
+                 "(fp32 compute); Q8_0 weights exactly as two 4-bit planes"),
+                ("int4-source-grid-fp32-head", "fp32", "int4-source-grid with the Q8_0 LM head kept fp32 (4x its "
+                 "bytes per token)"),
+                ("int4-source-grid-int8-head", "int8-compute", "int4-source-grid, plus the Q8_0 LM head packed as "
+                 "8-bit MatMulNBits (int8 compute)"),
+            )
         ),
     )
 }
