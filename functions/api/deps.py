@@ -17,7 +17,9 @@ from functions.manifest import Task
 MERGEABLE_TASKS = frozenset({Task.SENTENCE_EMBEDDINGS, Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION})
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop
+    per request for an attribute read."""
     registry: ModelRegistry = request.app.state.registry
     return registry
 
