@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from model_build.bench import ensure_built, run_header
-from model_build.bench_report import machine_line, model_sizes, write_json
+from model_build.bench_report import machine_line, model_sizes, size_line, write_json
 
 PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
@@ -176,13 +176,7 @@ def write_generation_report(results: dict[str, Any], out_dir: Path, console: Con
             f"{c['end_to_end_tokens_per_s']:.1f}",
             f"{r_e2e:.2f}×",
         )
-    sizes = results["sizes_mb"]
-    lines += [
-        "",
-        f"Model file: fp32 {sizes['fp32']:.0f} MB → maas artifact {sizes['maas_artifact']:.0f} MB "
-        f"({sizes['maas_artifact'] / sizes['fp32']:.0%})",
-        "",
-    ]
+    lines += ["", size_line(results["sizes_mb"], decimals=0, end=""), ""]
     report = out_dir / f"{name}.md"
     report.write_text("\n".join(lines))
     console.print(table)

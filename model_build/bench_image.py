@@ -16,7 +16,7 @@ import numpy as np
 from rich.console import Console
 
 from model_build.bench import ensure_built, interleaved, run_header
-from model_build.bench_report import latency_table, machine_line, model_sizes, write_json
+from model_build.bench_report import latency_table, machine_line, model_sizes, size_line, write_json
 
 BATCHES = (1, 16)
 CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
@@ -99,7 +99,6 @@ def write_image_report(results: dict[str, Any], out_dir: Path, console: Console)
         *table_lines,
     ]
     console.print(table)
-    sizes = results["sizes_mb"]
     lines += [
         "",
         "## Agreement with torch (same run)",
@@ -108,8 +107,7 @@ def write_image_report(results: dict[str, Any], out_dir: Path, console: Console)
         f"- top-5 overlap: {q['top5_overlap']:.3f}",
         f"- untouched labelled photos, top-1 correct: {q['labelled_top1']}/{q['labelled_photos']}",
         "",
-        f"Model file: fp32 {sizes['fp32']:.1f} MB → maas artifact {sizes['maas_artifact']:.1f} MB "
-        f"({sizes['maas_artifact'] / sizes['fp32']:.0%}).",
+        size_line(results["sizes_mb"]),
         "",
     ]
     report = out_dir / f"{name}.md"

@@ -12,6 +12,13 @@ from rich.table import Table
 CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")
 
 
+def size_line(sizes: dict[str, float], *, decimals: int = 1, end: str = ".") -> str:
+    """The reports' model-size sentence: fp32 export vs the maas artifact, in MB and as a ratio."""
+    fp32, served = sizes["fp32"], sizes["maas_artifact"]
+    ratio = f"{served / fp32:.0%}"
+    return f"Model file: fp32 {fp32:.{decimals}f} MB → maas artifact {served:.{decimals}f} MB ({ratio}){end}"
+
+
 def write_json(results: dict[str, Any], out_dir: Path, stem: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -103,13 +110,7 @@ def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Pa
             f"int8 (MatMulInteger) {r['int8_gops']:.0f} GOP/s. The maas artifact at batch 32 does "
             f"{r['model_gops_b32']:.0f} GOP/s = **{r['fraction_of_int8_gemm']:.0%}** of the int8 GEMM rate.",
         ]
-    sizes = results["sizes_mb"]
-    lines += [
-        "",
-        f"Model file: fp32 {sizes['fp32']:.1f} MB → maas artifact {sizes['maas_artifact']:.1f} MB "
-        f"({sizes['maas_artifact'] / sizes['fp32']:.0%}).",
-        "",
-    ]
+    lines += ["", size_line(results["sizes_mb"]), ""]
     plots = _plots(results, out_dir)
     lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
     report = out_dir / f"{name}.md"
