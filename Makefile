@@ -33,10 +33,10 @@ bench: install
 
 # docs/reliability.md from tests/reliability (CI-sized); -full: >=1,000 fuzz cases and minutes-long load phases
 reliability: install
-	$(BIN)/python -m model_build.reliability_report
+	$(BIN)/python -m maas_dev.reliability_report
 
 reliability-full: install
-	$(BIN)/python -m model_build.reliability_report --full
+	$(BIN)/python -m maas_dev.reliability_report --full
 
 clean:
 	rm -rf $(VENV) artifacts build .pytest_cache

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from model_build.fused_bert import onnx_translations
+from model_build.graph.fused_bert import onnx_translations
 from model_build.sources import SourceModel
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

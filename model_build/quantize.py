@@ -29,7 +29,7 @@ class QuantPreset:
     name: str
     method: Literal["none", "dynamic", "fp16", "weight-only", "static"]
     per_channel: bool = True
-    # Attention only exists in fused graphs (model_build.fused_bert); it becomes QAttention.
+    # Attention only exists in fused graphs (model_build.graph.fused_bert); it becomes QAttention.
     op_types: tuple[str, ...] = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
     # MatMuls kept out of dynamic INT8 and stored as 8-bit block-wise weight-only instead:
     # "ffn-output" = the FFN down-projections, "ffn" = both FFN projections.
@@ -44,13 +44,13 @@ class QuantPreset:
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     reduce_range: bool = False  # 7-bit weights: avoids U8S8 saturation on x86 without VNNI, costs accuracy
     # Weight-only, exact: keep the block grid the source was already quantized on (GGUF Q4_1/Q8_0), see
-    # model_build/grid_repack.py, instead of rounding the weights onto a new one.
+    # model_build/graph/grid_repack.py, instead of rounding the weights onto a new one.
     source_grid: bool = False
     # With source_grid, how Q8_0-grid weights (SmolLM2's tied LM head) are stored: "nibble-planes" (exact,
     # a quarter of the fp32 bytes read per token), "int8-compute" (rounds the head's activations) or "fp32".
     eight_bit_grid: Literal["nibble-planes", "int8-compute", "fp32"] = "nibble-planes"
     # Dynamic INT8: the FFN down-projections' outlier input channels (found on calibration inputs) run as
-    # a small fp32 MatMul beside the INT8 one (model_build/outliers.py); needs calibration batches.
+    # a small fp32 MatMul beside the INT8 one (model_build/graph/outliers.py); needs calibration batches.
     fp32_outliers: bool = False
     outlier_ratio: float = 3.0
     # Which MatMuls get the split: "ffn-output" (down-projections) or "ffn" (both FFN projections).
@@ -222,7 +222,7 @@ def quantize(
     elif preset.method == "fp16":
         _fp16(model_in, model_out)
     elif preset.source_grid:
-        from model_build.grid_repack import repack_grid_weights
+        from model_build.graph.grid_repack import repack_grid_weights
 
         repack_grid_weights(model_in, model_out, eight_bit=preset.eight_bit_grid)
     elif preset.method == "weight-only":
@@ -243,7 +243,7 @@ def _dynamic(
     if preset.fp32_outliers:
         if calibration is None:
             raise ValueError(f"preset {preset.name} finds outlier channels on calibration inputs: pass calibration=")
-        from model_build.outliers import channel_maxima, pick_outliers, split_outliers
+        from model_build.graph.outliers import channel_maxima, pick_outliers, split_outliers
 
         model = onnx.load(str(model_in))
         targets = ffn_matmuls(model, include_input_projection=preset.outlier_layers == "ffn")

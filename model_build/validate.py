@@ -15,10 +15,10 @@ import torch
 from functions.inference.pipelines import ClassificationPipeline, EmbeddingPipeline, Pipeline
 from functions.inference.postprocess import softmax
 from functions.manifest import GateResult, Task
+from model_build import DATA_DIR
 from model_build.catalog import Gates
 from model_build.sources import SourceModel
 
-DATA_DIR = Path(__file__).parent / "data"
 EVAL_BATCH = 32
 
 

@@ -68,7 +68,7 @@ def client(registry):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def live_server(registry) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    from functions.api.server import BackgroundServer
+    from maas_dev.server import BackgroundServer
 
     with BackgroundServer(registry) as server:
         yield server.url

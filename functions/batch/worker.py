@@ -16,7 +16,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
@@ -27,6 +26,7 @@ from functions.batch.s3io import dynamodb_client, s3_client, sqs_client
 from functions.batch.settings import get_batch_settings
 from functions.batch.sqs_jobs import SqsInferenceRunner
 from functions.batch.telemetry import logger, metrics
+from functions.context import DeadlineContext
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -39,20 +39,6 @@ class WorkerSettings(BaseSettings):
     queue_url: str
     wait_seconds: int = Field(20, ge=0, le=20)  # SQS long polling
     max_messages: int = Field(10, ge=1, le=10)
-
-
-@dataclass
-class WorkerContext:
-    """What the handlers read from a Lambda context; the deadline is the messages' visibility timeout."""
-
-    deadline: float
-    function_name: str = "maas-worker"
-    memory_limit_in_mb: int = 0
-    invoked_function_arn: str = "arn:aws:ecs:worker"
-    aws_request_id: str = field(default_factory=lambda: f"worker-{time.time_ns()}")
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 class QueueWorker:
@@ -73,7 +59,7 @@ class QueueWorker:
         if not messages:
             return 0, 0
         event = {"Records": [self._record(m) for m in messages]}
-        context = WorkerContext(deadline=started + self.visibility_s)
+        context = DeadlineContext(self.visibility_s - (time.monotonic() - started), function_name="maas-worker")
         try:
             response = self.runner.handle(event, context)
             failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}

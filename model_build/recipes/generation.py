@@ -27,7 +27,8 @@ from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.generation import GenerationPipeline
 from functions.inference.registry import pipeline_for
 from functions.manifest import GateResult, Quantization
-from model_build import decoder_graph, validate
+from model_build import validate
+from model_build.graph import decoder_graph
 from model_build.export_decoder import export_decoder
 from model_build.optimize import optimize_graph
 from model_build.quantize import QuantPreset, quantize

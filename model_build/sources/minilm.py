@@ -8,7 +8,7 @@ import torch
 from transformers import BertModel
 
 from functions.manifest import Task
-from model_build.fused_bert import FusedBertEncoder
+from model_build.graph.fused_bert import FusedBertEncoder
 from model_build.sources import SourceModel
 
 

@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from functions.inference.generation import Generation, Sampler, SamplingParams
 from functions.inference.generation.loop import KVCacheDecoder
-from model_build.decoder_graph import build_decoder_graph, unsupported
+from model_build.graph.decoder_graph import build_decoder_graph, unsupported
 
 IDS = [5, 17, 99, 3, 42, 64, 7, 120, 11, 8, 77, 31]
 

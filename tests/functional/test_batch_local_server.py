@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from functions.batch.local import run_s3_job, run_sqs_event
 from functions.batch.settings import get_batch_settings
+from maas_dev.local_aws import run_s3_job, run_sqs_event
 from tests.conftest import EVENTS_DIR
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from functions.api.server import BackgroundServer
-from model_build.bench_batch import batch_lines, batch_throughput
+from maas_dev.bench.batch import batch_lines, batch_throughput
+from maas_dev.server import BackgroundServer
 
 
 def test_batch_throughput_runs_every_path_on_the_same_records(registry, monkeypatch):
@@ -30,7 +30,7 @@ def test_batch_throughput_runs_every_path_on_the_same_records(registry, monkeypa
 
 
 def test_uniform_records_are_about_seq_tokens_and_mixed_ones_are_real_sentences(registry):
-    from model_build.bench_batch import records
+    from maas_dev.bench.batch import records
 
     pipeline = registry.get("minilm-embed")
     records_ = records(pipeline, seq=64, count=4)

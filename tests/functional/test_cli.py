@@ -8,7 +8,7 @@ import boto3
 import pytest
 from typer.testing import CliRunner
 
-from model_build.cli import app
+from maas_dev.cli import app
 from tests.conftest import EVENTS_DIR
 
 runner = CliRunner()
@@ -46,7 +46,7 @@ def test_invoke_runs_the_http_handler_on_an_event(built_artifacts, monkeypatch):
 
 def test_publish_to_a_real_s3_endpoint(built_artifacts, monkeypatch):
     moto_server = pytest.importorskip("moto.server")
-    from functions.api.server import free_port
+    from maas_dev.server import free_port
 
     port = free_port()
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)

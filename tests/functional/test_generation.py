@@ -69,7 +69,7 @@ def client(registry: Any) -> Iterator[Any]:
 def openai_client(registry: Any) -> Iterator[Any]:
     from openai import OpenAI
 
-    from functions.api.server import BackgroundServer
+    from maas_dev.server import BackgroundServer
 
     with BackgroundServer(registry) as server:
         yield OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=120)
@@ -221,10 +221,10 @@ def test_lambda_chat_stream_arrives_as_one_buffered_sse_body(artifact: Path) -> 
     import importlib
     import json
 
+    from functions.context import DeadlineContext
     from functions.inference import registry as registry_module
     from functions.settings import get_settings
     from tests.conftest import EVENTS_DIR
-    from tests.functional.test_lambda_events import Context
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MAAS_MODELS", str(artifact))
@@ -235,7 +235,7 @@ def test_lambda_chat_stream_arrives_as_one_buffered_sse_body(artifact: Path) -> 
 
             handler = importlib.reload(http_module).handler
             event = json.loads((EVENTS_DIR / "apigw_v2_chat_completions_stream.json").read_text())
-            response = handler(event, Context())
+            response = handler(event, DeadlineContext(20, function_name="maas-test"))
         finally:
             get_settings.cache_clear()
             registry_module.get_registry.cache_clear()
@@ -280,7 +280,7 @@ def test_generation_bench_times_every_case(artifact: Path, tmp_path: Path) -> No
 
     from rich.console import Console
 
-    from model_build.bench_generation import CASES, run_generation_bench
+    from maas_dev.bench.generation import CASES, run_generation_bench
 
     report = run_generation_bench(MODEL, new_tokens=3, repeats=1, out_dir=tmp_path, console=Console(quiet=True))
     results = json.loads((tmp_path / f"{MODEL}.json").read_text())

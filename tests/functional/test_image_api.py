@@ -55,7 +55,7 @@ def api(image_registry):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def triton(image_registry) -> Iterator[object]:  # type: ignore[no-untyped-def]
     http = pytest.importorskip("tritonclient.http")
-    from functions.api.server import BackgroundServer
+    from maas_dev.server import BackgroundServer
 
     with BackgroundServer(image_registry) as server:
         yield http.InferenceServerClient(server.url.removeprefix("http://"))

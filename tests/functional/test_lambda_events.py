@@ -8,17 +8,8 @@ import json
 
 import pytest
 
+from functions.context import DeadlineContext
 from tests.conftest import EVENTS_DIR
-
-
-class Context:
-    aws_request_id = "lambda-req-123"
-    function_name = "maas-test"
-    memory_limit_in_mb = 2048
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:maas-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 20_000
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def http_handler(built_artifacts):
 
 def invoke(handler, name: str) -> tuple[int, dict]:
     event = json.loads((EVENTS_DIR / f"{name}.json").read_text())
-    response = handler(event, Context())
+    response = handler(event, DeadlineContext(20, function_name="maas-test", request_id="lambda-req-123"))
     body = response["body"]
     if response.get("isBase64Encoded"):
         body = base64.b64decode(body)
@@ -78,7 +69,7 @@ def test_bad_field_is_422_through_lambda(http_handler):
 
 def test_request_id_comes_from_lambda_context(http_handler):
     event = json.loads((EVENTS_DIR / "function_url_health_ready.json").read_text())
-    response = http_handler(event, Context())
+    response = http_handler(event, DeadlineContext(20, function_name="maas-test", request_id="lambda-req-123"))
     assert response["headers"]["x-request-id"] == "lambda-req-123"
 
 

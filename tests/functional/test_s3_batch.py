@@ -14,11 +14,11 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from functions.batch.exceptions import StorageError
-from functions.batch.local import SAMPLE_JSONL, SAMPLE_KEY, LocalContext, s3_put_event
 from functions.batch.s3io import clear_clients, s3_client
 from functions.batch.settings import get_batch_settings
 from functions.inference.pipelines.base import TaskResult
 from functions.manifest import Limits, Task
+from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY, local_context, s3_put_event
 from tests.conftest import EVENTS_DIR
 
 BUCKET = "maas-batch"
@@ -102,7 +102,7 @@ def test_ten_thousand_lines_with_37_malformed(s3, handler, registry, monkeypatch
 
     # WHEN the object-created event is handled
     started = time.perf_counter()
-    response = handler(event, LocalContext())
+    response = handler(event, local_context())
     seconds = time.perf_counter() - started
 
     # THEN there is one output line per input line, in input order, 37 of them error lines
@@ -129,20 +129,20 @@ def test_ten_thousand_lines_with_37_malformed(s3, handler, registry, monkeypatch
 
     # WHEN the same event is delivered again THEN nothing new is written and nothing recomputed
     before, calls = bucket_state(s3), len(predicts)
-    again = handler(event, LocalContext())
+    again = handler(event, local_context())
     assert bucket_state(s3) == before and len(predicts) == calls
     assert again["jobs"][0]["counts"] == summary["counts"]
 
 
 def test_redelivery_is_deduped_even_after_the_idempotency_record_expired(s3, handler, registry, monkeypatch):
     event = upload(s3, f"inputs/{MODEL}/small.jsonl", b'{"id": "a", "inputs": "hello"}\n')
-    handler(event, LocalContext())
+    handler(event, local_context())
     outputs = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outputs/{MODEL}/")["Contents"]}
     # GIVEN the dedupe record is gone (TTL) WHEN the event comes again THEN the summary still stops the rerun
     for obj in s3.list_objects_v2(Bucket=BUCKET, Prefix="outputs/.idempotency/")["Contents"]:
         s3.delete_object(Bucket=BUCKET, Key=obj["Key"])
     predicts = count_predicts(monkeypatch, registry.get(MODEL))
-    handler(event, LocalContext())
+    handler(event, local_context())
     after = {o["Key"]: o["ETag"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outputs/{MODEL}/")["Contents"]}
     assert after == outputs and predicts == []
 
@@ -158,7 +158,7 @@ def test_events_the_function_must_not_act_on_are_logged_and_ignored(s3, handler,
     before = bucket_state(s3)
     for event in (out_event, other_bucket, folder, removed):
         # WHEN each is handled THEN no job runs, nothing is written, and a log line says why
-        assert handler(event, LocalContext()) == {"jobs": []}
+        assert handler(event, local_context()) == {"jobs": []}
     assert bucket_state(s3) == before
     reasons = [r.reason for r in caplog.records if r.getMessage() == "ignoring S3 event"]
     assert len(reasons) == 4
@@ -168,7 +168,7 @@ def test_events_the_function_must_not_act_on_are_logged_and_ignored(s3, handler,
 
 def test_csv_input_gives_jsonl_output_with_row_ids(s3, handler):
     body = b'id,text\nr1,"I want to check my balance"\nr2,book a flight to Paris\nr3,"broken\n,no id given\n'
-    handler(upload(s3, "inputs/intent-classifier/rows.csv", body), LocalContext())
+    handler(upload(s3, "inputs/intent-classifier/rows.csv", body), local_context())
     out = read_jsonl(s3, "outputs/intent-classifier/rows.csv.jsonl")
     assert [line["id"] for line in out] == ["r1", "r2", 3, 4]  # no id column value: the row number
     assert out[0]["output"][0]["label"] and "not a valid CSV row" in out[2]["error"]["message"]
@@ -176,10 +176,10 @@ def test_csv_input_gives_jsonl_output_with_row_ids(s3, handler):
 
 
 def test_unsupported_type_and_unknown_model_are_rejected_in_the_summary(s3, handler):
-    handler(upload(s3, f"inputs/{MODEL}/notes.txt", b"hello"), LocalContext())
+    handler(upload(s3, f"inputs/{MODEL}/notes.txt", b"hello"), local_context())
     summary = read_json(s3, f"outputs/{MODEL}/notes.txt.summary.json")
     assert summary["status"] == "rejected" and ".jsonl" in summary["error"]["message"] and summary["output"] is None
-    handler(upload(s3, "inputs/no-such-model/a.jsonl", b'{"id": 1, "inputs": "a"}\n'), LocalContext())
+    handler(upload(s3, "inputs/no-such-model/a.jsonl", b'{"id": 1, "inputs": "a"}\n'), local_context())
     summary = read_json(s3, "outputs/no-such-model/a.jsonl.summary.json")
     assert summary["error"]["code"] == "model_not_found"
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="outputs/no-such-model/a.jsonl.j")
@@ -191,10 +191,10 @@ def test_an_older_event_never_overwrites_a_newer_result(s3, handler):
     key = f"inputs/{MODEL}/doc.jsonl"
     old = upload(s3, key, b'{"id": "v1", "inputs": "old"}\n')
     new = upload(s3, key, b'{"id": "v2", "inputs": "new"}\n')
-    handler(new, LocalContext())
+    handler(new, local_context())
     assert read_jsonl(s3, f"outputs/{MODEL}/doc.jsonl")[0]["id"] == "v2"
     # WHEN the stale event is handled THEN the newer result stays
-    assert handler(old, LocalContext())["jobs"][0]["status"] == "superseded"
+    assert handler(old, local_context())["jobs"][0]["status"] == "superseded"
     assert read_jsonl(s3, f"outputs/{MODEL}/doc.jsonl")[0]["id"] == "v2"
 
 
@@ -202,7 +202,7 @@ def test_event_for_a_replaced_unversioned_object_writes_nothing(s3, handler):
     key = f"inputs/{MODEL}/doc.jsonl"
     stale = upload(s3, key, b'{"id": "v1", "inputs": "old"}\n')
     s3.put_object(Bucket=BUCKET, Key=key, Body=b'{"id": "v2", "inputs": "new"}\n')  # its event is yet to come
-    assert handler(stale, LocalContext())["jobs"][0]["status"] == "superseded"
+    assert handler(stale, local_context())["jobs"][0]["status"] == "superseded"
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outputs/{MODEL}/")
 
 
@@ -220,12 +220,12 @@ def test_a_failed_output_write_fails_the_invocation_and_leaves_nothing_partial(s
     event = upload(s3, f"inputs/{MODEL}/job.jsonl", b'{"id": 1, "inputs": "a"}\n{"id": 2, "inputs": "b"}\n')
     # WHEN the event is handled THEN the invocation raises (Lambda retries it, then its DLQ)
     with pytest.raises(StorageError, match="InternalError"):
-        handler(event, LocalContext())
+        handler(event, local_context())
     # AND no output, summary or claimed dedupe record remains to block the retry
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="outputs/")
     # WHEN the retry comes after S3 recovered THEN the job completes
     clear_clients()
-    assert handler(event, LocalContext())["jobs"][0]["counts"]["succeeded"] == 2
+    assert handler(event, local_context())["jobs"][0]["counts"]["succeeded"] == 2
 
 
 def test_expected_bucket_owner_is_sent_on_every_s3_call(s3, handler, monkeypatch):
@@ -235,7 +235,7 @@ def test_expected_bucket_owner_is_sent_on_every_s3_call(s3, handler, monkeypatch
     s3_client("123456789012").meta.events.register(
         "before-call.s3", lambda model, params, **_: seen.append(
             (model.name, params["headers"].get("x-amz-expected-bucket-owner"))))
-    handler(upload(s3, f"inputs/{MODEL}/owned.jsonl", b'{"id": 1, "inputs": "a"}\n'), LocalContext())
+    handler(upload(s3, f"inputs/{MODEL}/owned.jsonl", b'{"id": 1, "inputs": "a"}\n'), local_context())
     assert len(seen) >= 5 and all(owner == "123456789012" for _, owner in seen), seen
 
 
@@ -247,8 +247,8 @@ def test_dynamodb_idempotency_table_when_configured(s3, handler, monkeypatch):
                           AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
                           BillingMode="PAY_PER_REQUEST")
     event = upload(s3, f"inputs/{MODEL}/ddb.jsonl", b'{"id": 1, "inputs": "a"}\n')
-    handler(event, LocalContext())
-    handler(event, LocalContext())
+    handler(event, local_context())
+    handler(event, local_context())
     (item,) = dynamodb.scan(TableName="maas-idempotency")["Items"]
     assert item["status"]["S"] == "COMPLETED" and item["id"]["S"].startswith("maas-s3-job#")
     assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="outputs/.idempotency/")
@@ -262,7 +262,7 @@ def test_the_sample_event_replays_against_its_documented_object(s3, handler, mon
     s3.put_object(Bucket="maas-local", Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
     event = json.loads((EVENTS_DIR / "s3_put.json").read_text())
     # WHEN the handler runs it THEN each sample line has its result line
-    response = handler(event, LocalContext())
+    response = handler(event, local_context())
     assert response["jobs"][0]["counts"] == {"total": 3, "succeeded": 2, "failed": 1}
 
 
@@ -291,7 +291,7 @@ def test_image_objects_and_image_manifests(s3, handler, registry, monkeypatch):
 
     monkeypatch.setattr(module, "get_registry", lambda: images)
     # GIVEN an image object THEN it gets a one-line result
-    handler(upload(s3, "inputs/fake-image/photos/cat.png", b"\x89PNG" + b"0" * 96), LocalContext())
+    handler(upload(s3, "inputs/fake-image/photos/cat.png", b"\x89PNG" + b"0" * 96), local_context())
     (line,) = read_jsonl(s3, "outputs/fake-image/photos/cat.png.jsonl")
     assert line == {"id": "photos/cat.png", "output": [{"label": "bytes", "score": 100.0}]}
     # GIVEN a manifest of image keys THEN each line's image is fetched, and bad references fail alone
@@ -301,7 +301,7 @@ def test_image_objects_and_image_manifests(s3, handler, registry, monkeypatch):
         {"id": "c", "image": "missing.png"},
         {"id": "d", "image": "../../../outputs/secret"},
     ])
-    handler(upload(s3, "inputs/fake-image/photos/batch.jsonl", manifest), LocalContext())
+    handler(upload(s3, "inputs/fake-image/photos/batch.jsonl", manifest), local_context())
     out = read_jsonl(s3, "outputs/fake-image/photos/batch.jsonl")
     assert [line.get("output", [{}])[0].get("score") for line in out] == [100.0, 100.0, None, None]
     assert "does not exist" in out[2]["error"]["message"] and "must be under" in out[3]["error"]["message"]
@@ -320,8 +320,8 @@ def test_per_model_prefixes_as_infra_deploys_them(s3, handler, monkeypatch):
     monkeypatch.setenv("MAAS_OUTPUT_PREFIX", f"outputs/{MODEL}/")
     get_batch_settings.cache_clear()
     # WHEN objects arrive directly in, and below, the model's folder THEN outputs mirror their paths
-    handler(upload(s3, f"inputs/{MODEL}/a.jsonl", b'{"id": 1, "inputs": "a"}\n'), LocalContext())
-    handler(upload(s3, f"inputs/{MODEL}/team/b.csv", b"text\nhello\n"), LocalContext())
+    handler(upload(s3, f"inputs/{MODEL}/a.jsonl", b'{"id": 1, "inputs": "a"}\n'), local_context())
+    handler(upload(s3, f"inputs/{MODEL}/team/b.csv", b"text\nhello\n"), local_context())
     assert read_jsonl(s3, f"outputs/{MODEL}/a.jsonl")[0]["id"] == 1
     assert read_jsonl(s3, f"outputs/{MODEL}/team/b.csv.jsonl")[0]["id"] == 1
     assert read_json(s3, f"outputs/{MODEL}/team/b.csv.summary.json")["counts"]["succeeded"] == 1

@@ -13,9 +13,9 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from functions.batch.local import LocalContext, sqs_event
 from functions.batch.s3io import clear_clients, s3_client
 from functions.batch.settings import get_batch_settings
+from maas_dev.local_aws import local_context, sqs_event
 from tests.conftest import EVENTS_DIR
 
 STATE_BUCKET = "maas-batch"
@@ -105,7 +105,7 @@ def test_a_batch_of_100_with_7_poison_messages(aws, handler, registry, monkeypat
         monkeypatch.setattr(pipeline, "predict", lambda x, p=None, f=pipeline.predict: calls.append(len(x)) or f(x, p))
 
     # WHEN the batch is handled
-    response = handler(event, LocalContext())
+    response = handler(event, local_context())
 
     # THEN exactly the 7 poison messages are reported failed (they return to the queue, then the DLQ)
     assert failed_ids(response) == {message_ids[n] for n in poison_at}
@@ -120,7 +120,7 @@ def test_a_batch_of_100_with_7_poison_messages(aws, handler, registry, monkeypat
 
 def test_sqs_reply_carries_model_version_and_outputs(aws, handler, registry):
     handler(sqs_event([request("one", "what is my balance", model="intent-classifier", reply_to=QUEUE_URL,
-                               parameters={"top_k": 2})]), LocalContext())
+                               parameters={"top_k": 2})]), local_context())
     (reply,) = queue_replies(aws)
     assert reply["model_version"] == registry.get("intent-classifier").manifest.version
     assert len(reply["outputs"]) == 1 and len(reply["outputs"][0]) == 2 and reply["truncated"] == [False]
@@ -143,21 +143,21 @@ def test_a_failed_result_write_reports_the_message_instead_of_dropping_it(aws, h
     event = sqs_event(bodies)
     ids = [r["messageId"] for r in event["Records"]]
     # WHEN the batch is handled THEN exactly the affected messages are reported failed
-    response = handler(event, LocalContext())
+    response = handler(event, local_context())
     assert failed_ids(response) == {ids[1], ids[3], ids[5]}
     assert sorted(s3_replies(aws)) == [f"replies/req-{n}.json" for n in (0, 2, 4)]
     # WHEN SQS redelivers them after the fault cleared THEN their results arrive: nothing was lost
     clear_clients()
     aws.sqs.create_queue(QueueName="maas-replies")
     retry = {"Records": [r for r in event["Records"] if r["messageId"] in failed_ids(response)]}
-    assert handler(retry, LocalContext()) == {"batchItemFailures": []}
+    assert handler(retry, local_context()) == {"batchItemFailures": []}
     assert len(s3_replies(aws)) == 5 and [r["id"] for r in queue_replies(aws)] == ["to-queue"]
 
 
 def test_redelivered_message_is_not_replied_twice(aws, handler):
     event = sqs_event([request("once", ["hello"], reply_to=QUEUE_URL)])
-    handler(event, LocalContext())
-    handler(event, LocalContext())  # at-least-once: the same messageId again
+    handler(event, local_context())
+    handler(event, local_context())  # at-least-once: the same messageId again
     assert [r["id"] for r in queue_replies(aws)] == ["once"]
 
 
@@ -165,18 +165,18 @@ def test_fifo_failure_holds_back_the_rest_of_its_group(aws, handler):
     bodies = [request("a", ["x"]), "{poison", request("c", ["y"]), request("d", ["z"])]
     event = sqs_event(bodies, queue="maas-requests.fifo")
     ids = [r["messageId"] for r in event["Records"]]
-    assert failed_ids(handler(event, LocalContext())) == set(ids[1:])
+    assert failed_ids(handler(event, local_context())) == set(ids[1:])
     assert sorted(s3_replies(aws)) == ["replies/a.json"]
 
 
 def test_an_all_poison_batch_fails_the_invocation(aws, handler):
     with pytest.raises(BatchProcessingError):
-        handler(sqs_event(["{", "[]"]), LocalContext())
+        handler(sqs_event(["{", "[]"]), local_context())
 
 
 def test_sample_event_through_maas_invoke_dispatch(aws, handler, monkeypatch):
     # GIVEN events/sqs_batch.json (2 good, 4 poison) and an allow-list naming its reply prefix
-    from model_build.invoke import invoke_event
+    from maas_dev.invoke import invoke_event
 
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", "s3://maas-local/replies/")
     get_batch_settings.cache_clear()
@@ -199,5 +199,5 @@ def test_a_reply_can_never_overwrite_batch_job_state(aws, handler, monkeypatch):
                        request("fine", ["x"], reply_to=reply_to)])
     # WHEN handled THEN ids that would land on a job summary or a dedupe record are refused, alone
     ids = [r["messageId"] for r in event["Records"]]
-    assert failed_ids(handler(event, LocalContext())) == set(ids[:2])
+    assert failed_ids(handler(event, local_context())) == set(ids[:2])
     assert aws.s3.head_object(Bucket=STATE_BUCKET, Key="outputs/minilm-embed/fine.json")

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from functions.batch.local import s3_put_event
 from functions.batch.s3io import clear_clients, s3_client, sqs_client
 from functions.batch.settings import get_batch_settings
 from functions.batch.sqs_jobs import SqsInferenceRunner
 from functions.batch.worker import QueueWorker
+from maas_dev.local_aws import s3_put_event
 
 BUCKET = "maas-batch"
 

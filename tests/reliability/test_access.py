@@ -16,9 +16,9 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 from moto import mock_aws
 
-from functions.batch.local import LocalContext, sqs_event
 from functions.batch.s3io import clear_clients, s3_client, sqs_client
 from functions.batch.settings import get_batch_settings
+from maas_dev.local_aws import local_context, sqs_event
 from tests.reliability.support import assert_clean_error
 
 KEYS = ("k-3f9a2c1e7d", "second-key-88")
@@ -118,9 +118,9 @@ def test_loopback_detection(host, loopback):
 def cli(monkeypatch, built_artifacts):
     from typer.testing import CliRunner
 
-    import functions.api.server as server
+    import maas_dev.server as server
     from functions.settings import get_settings
-    from model_build.cli import app
+    from maas_dev.cli import app
 
     started: list[tuple[str, int]] = []
     monkeypatch.setattr(server, "serve", lambda registry, host, port: started.append((host, port)))
@@ -240,7 +240,7 @@ def test_hostile_reply_to_destinations_are_refused_with_zero_aws_calls(aws, sqs_
     event = sqs_event([body(f"h{i}", uri) for i, uri in enumerate(HOSTILE_REPLY_TO)])
     # WHEN it is handled THEN every message fails (all-failed batch: the invocation raises)...
     with pytest.raises(BatchProcessingError) as raised:
-        sqs_handler(event, LocalContext())
+        sqs_handler(event, local_context())
     assert len(raised.value.child_exceptions) == len(HOSTILE_REPLY_TO)
     kinds = Counter(type(e[1]).__name__ for e in raised.value.child_exceptions)
     assert set(kinds) <= {"ReplyRefusedError", "PoisonMessageError"}, kinds  # non-strings fail the schema
@@ -256,7 +256,7 @@ def test_hostile_reply_to_destinations_are_refused_with_zero_aws_calls(aws, sqs_
 
 def test_odd_unicode_destinations_stay_inside_the_allowed_prefix(aws, sqs_handler, record):
     event = sqs_event([body(f"u{i}", uri) for i, uri in enumerate(CONTAINED_REPLY_TO)])
-    assert sqs_handler(event, LocalContext()) == {"batchItemFailures": []}
+    assert sqs_handler(event, local_context()) == {"batchItemFailures": []}
     written = [p["Key"] for service, name, p in aws.calls if name == "PutObject" and p["Bucket"] == RESULTS]
     assert len(written) == len(CONTAINED_REPLY_TO) and all(key.startswith("replies/") for key in written), written
     record(
@@ -272,7 +272,7 @@ def test_a_reply_to_that_breaks_url_parsing_fails_alone(aws, sqs_handler, record
     ids = [r["messageId"] for r in event["Records"]]
     # WHEN the batch is handled
     try:
-        response: Any = sqs_handler(event, LocalContext())
+        response: Any = sqs_handler(event, local_context())
     except Exception as exc:  # the whole batch failed: the good message goes back to the queue too
         response = {"raised": type(exc).__name__}
     fails_alone = response == {"batchItemFailures": [{"itemIdentifier": ids[1]}]}
@@ -287,7 +287,7 @@ def test_a_reply_to_that_breaks_url_parsing_fails_alone(aws, sqs_handler, record
 
 def test_allowed_destinations_work_and_every_s3_call_names_the_bucket_owner(aws, sqs_handler, record):
     event = sqs_event([body("ok-s3", ALLOWED_S3 + "sub/"), body("ok-queue", ALLOWED_QUEUE), body("bad", "s3://x1y/")])
-    response = sqs_handler(event, LocalContext())
+    response = sqs_handler(event, local_context())
     assert len(response["batchItemFailures"]) == 1
     s3_calls = [(name, params) for service, name, params in aws.calls if service == "s3"]
     assert any(name == "PutObject" and params["Key"] == "replies/sub/ok-s3.json" for name, params in s3_calls)
@@ -301,7 +301,7 @@ def test_allowed_destinations_work_and_every_s3_call_names_the_bucket_owner(aws,
 
 def test_s3_events_for_other_buckets_or_prefixes_make_no_calls(aws, monkeypatch, registry, record):
     import functions.handlers.s3 as module
-    from functions.batch.local import s3_put_event
+    from maas_dev.local_aws import s3_put_event
 
     monkeypatch.setattr(module, "get_registry", lambda: registry)
     events = [
@@ -311,18 +311,18 @@ def test_s3_events_for_other_buckets_or_prefixes_make_no_calls(aws, monkeypatch,
         s3_put_event("maas-batch", "inputs/no-folder.jsonl", etag="e", size=10),
     ]
     for event in events:
-        assert module.handler(event, LocalContext()) == {"jobs": []}
+        assert module.handler(event, local_context()) == {"jobs": []}
     assert aws.calls == []
     record("access", "S3 events outside the batch bucket/input prefix", {"ignored": len(events), "s3_calls": 0})
     # a key that looks like a traversal is a literal S3 key: whatever it leads to is written under outputs/ only
-    module.handler(s3_put_event("maas-batch", "inputs/../outputs/x.jsonl", etag="e", size=10), LocalContext())
+    module.handler(s3_put_event("maas-batch", "inputs/../outputs/x.jsonl", etag="e", size=10), local_context())
     writes = [p["Key"] for _, name, p in aws.calls if name in ("PutObject", "CreateMultipartUpload")]
     assert writes and all(key.startswith("outputs/") for key in writes), writes
 
 
 def test_image_manifest_lines_cannot_name_objects_outside_their_folder(aws, monkeypatch, registry, record):
     import functions.handlers.s3 as module
-    from functions.batch.local import s3_put_event
+    from maas_dev.local_aws import s3_put_event
 
     monkeypatch.setattr(module, "get_registry", lambda: registry)
     aws.s3.put_object(Bucket="maas-batch", Key="secrets/key.png", Body=b"\x89PNG\r\n\x1a\nsecret")
@@ -343,7 +343,7 @@ def test_image_manifest_lines_cannot_name_objects_outside_their_folder(aws, monk
     aws.s3.put_object(Bucket="maas-batch", Key=key, Body=payload)
     head = aws.s3.head_object(Bucket="maas-batch", Key=key)
     aws.calls.clear()
-    module.handler(s3_put_event("maas-batch", key, etag=head["ETag"], size=len(payload)), LocalContext())
+    module.handler(s3_put_event("maas-batch", key, etag=head["ETag"], size=len(payload)), local_context())
     read_keys = [p.get("Key") for s, name, p in aws.calls if name in ("GetObject", "HeadObject")]
     assert "secrets/key.png" not in read_keys, read_keys  # keys are literal: only the model's folder is read
     assert all(k.startswith((f"inputs/{EMBED}/", "outputs/")) for k in read_keys), read_keys

@@ -257,7 +257,7 @@ def faulty_store(monkeypatch) -> Iterator[str]:
 
 @pytest.mark.parametrize("fault", ["503 SlowDown", "connection refused"])
 def test_an_unavailable_artifact_store_fails_the_cold_start_clearly(faulty_store, monkeypatch, tmp_path, record, fault):
-    from functions.api.server import free_port
+    from maas_dev.server import free_port
 
     endpoint = faulty_store if fault == "503 SlowDown" else f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)

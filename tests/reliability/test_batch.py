@@ -23,9 +23,9 @@ import pytest
 from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
-from functions.batch.local import LocalContext, s3_put_event
 from functions.batch.s3io import clear_clients, s3_client
 from functions.batch.settings import get_batch_settings
+from maas_dev.local_aws import local_context, s3_put_event
 
 EMBED = "minilm-embed"
 BATCH, RESULTS = "maas-batch", "maas-results"
@@ -125,7 +125,7 @@ def drive_sqs(aws: SimpleNamespace, handler: Any, *, duplicates: bool, seed: int
         for _delivery in range(2 if duplicates else 1):
             stats["invocations"] += 1
             try:
-                failed = {f["itemIdentifier"] for f in handler(event, LocalContext())["batchItemFailures"]}
+                failed = {f["itemIdentifier"] for f in handler(event, local_context())["batchItemFailures"]}
             except Exception:  # an all-failed batch raises: Lambda retries every message of it
                 failed = {m["MessageId"] for m in messages}
             succeeded |= {m["MessageId"] for m in messages} - failed
@@ -294,7 +294,7 @@ def invoke_async(handler: Any, event: dict[str, Any], tries: int = 3) -> str:
     """Lambda's asynchronous invoke: the first try and 2 retries, then the on-failure destination."""
     for _ in range(tries):
         try:
-            handler(event, LocalContext())
+            handler(event, local_context())
             return "ok"
         except Exception:
             continue
@@ -384,7 +384,7 @@ def test_s3_object_size_at_and_over_the_limit(aws, s3_handler, monkeypatch, reco
         aws.s3.put_object(Bucket=BATCH, Key=key, Body=body)
         head = aws.s3.head_object(Bucket=BATCH, Key=key)
         s3_handler(s3_put_event(BATCH, key, etag=head["ETag"], size=head["ContentLength"],
-                                version_id=head.get("VersionId")), LocalContext())  # fmt: skip
+                                version_id=head.get("VersionId")), local_context())  # fmt: skip
         summary = json.loads(aws.s3.get_object(Bucket=BATCH, Key=f"outputs/{EMBED}/{name}.jsonl.summary.json")
                              ["Body"].read())  # fmt: skip
         statuses[name] = summary["status"] if summary["error"] is None else summary["error"]["code"]

@@ -37,7 +37,7 @@ _results: dict[str, dict[str, Any]] = {}
 
 @pytest.fixture(scope="module")
 def served(built_artifacts) -> Iterator[str]:
-    from functions.api.server import free_port
+    from maas_dev.server import free_port
 
     port = free_port()
     env = {

@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from functions.batch.idempotency import S3PersistenceLayer
 from functions.batch.s3io import StreamingUpload
+from functions.context import DeadlineContext
 
 BUCKET = "maas-state"
 
@@ -25,20 +26,10 @@ def s3():
         yield client
 
 
-class Context:
-    function_name = "fn"
-    memory_limit_in_mb = 128
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:fn"
-    aws_request_id = "r"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
-
-
 def idempotent(s3, calls: list[str], fail: bool = False, store: S3PersistenceLayer | None = None):
     store = store or S3PersistenceLayer(s3, BUCKET, "outputs/.idempotency/")
     config = IdempotencyConfig()
-    config.register_lambda_context(Context())
+    config.register_lambda_context(DeadlineContext(20, function_name="maas-test", request_id="lambda-req-123"))
 
     @idempotent_function(data_keyword_argument="job", persistence_store=store, config=config, key_prefix="t")
     def work(*, job: dict) -> dict:

@@ -7,8 +7,8 @@ import json
 
 from rich.console import Console
 
-from model_build.bench_report import write_report
-from model_build.bench_roofline import encoder_flops_per_token, gemm_gops
+from maas_dev.bench.report import write_report
+from maas_dev.bench.roofline import encoder_flops_per_token, gemm_gops
 
 
 def test_minilm_flops_per_token_matches_two_times_params():
@@ -70,7 +70,7 @@ def test_report_writes_json_markdown_and_plots(tmp_path):
 
 
 def test_presets_report_marks_which_presets_clear_the_catalog_gates(tmp_path):
-    from model_build.bench_presets import write_presets_report
+    from maas_dev.bench.presets import write_presets_report
 
     def preset(mean: float, low: float, size: float, ms: float) -> dict:
         return {"mean_cosine": mean, "min_cosine": low, "size_ratio": size, "b1_p50_ms": ms, "b32_p50_ms": ms * 30}

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from model_build.grid_repack import find_grid, repack_grid_weights
+from model_build.graph.grid_repack import find_grid, repack_grid_weights
 
 RNG = np.random.default_rng(0)
 K, N = 64, 48

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from model_build.outliers import channel_maxima, pick_outliers, split_outliers
+from model_build.graph.outliers import channel_maxima, pick_outliers, split_outliers
 from model_build.quantize import get_preset, quantize
 
 RNG = np.random.default_rng(7)

@@ -5,7 +5,7 @@ The graph contract (see ``model_build/export_decoder.py``): inputs ``input_ids``
 ``present.{i}.key/value``. Each step feeds the presents of the step before, so a token costs the same
 whatever the context length, apart from attention itself.
 
-Graphs built around ``GroupQueryAttention`` (``model_build/decoder_graph.py``, metadata
+Graphs built around ``GroupQueryAttention`` (``model_build/graph/decoder_graph.py``, metadata
 ``maas.kv_cache = shared-buffer``) can also keep the cache in place: each past/present pair is bound to
 one preallocated buffer [1, kv_heads, capacity, head_dim] through an IO binding, and the attention
 kernel appends the new keys and values where they belong instead of the graph copying the whole cache

@@ -91,11 +91,11 @@ def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Pa
             f"session.run {c['bare_session_run_rps']:.1f} req/s ({c['ratio']:.2f}×).",
         ]
     if "batch_throughput" in results:
-        from model_build.bench_batch import batch_lines
+        from maas_dev.bench.batch import batch_lines
 
         lines += batch_lines(results["batch_throughput"])
     if "microbatch" in results:
-        from model_build.bench_microbatch import microbatch_lines
+        from maas_dev.bench.microbatch import microbatch_lines
 
         lines += microbatch_lines(results["microbatch"])
     if "cold_start" in results:

@@ -8,7 +8,7 @@ maas artifact *without* the cache (every step re-runs the whole sequence, as an 
 past_key_values must). Reported per case: time to
 first token (prefill of the prompt + one step) and decode tokens/s over the remaining tokens.
 
-Run it as ``python -m model_build.bench_generation smollm2-chat``.
+Run it as ``python -m maas_dev.bench.generation smollm2-chat``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from model_build.bench import ensure_built, run_header
-from model_build.bench_report import machine_line, model_sizes, size_line, write_json
+from maas_dev.bench.common import ensure_built, run_header
+from maas_dev.bench.report import machine_line, model_sizes, size_line, write_json
 
 PROMPT = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"

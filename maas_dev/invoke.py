@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 import importlib
-import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class LocalLambdaContext:
-    function_name: str = "maas-local"
-    memory_limit_in_mb: int = 2048
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:maas-local"
-    function_version: str = "$LATEST"
-    log_group_name: str = "/aws/lambda/maas-local"
-    log_stream_name: str = "local"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
+from functions.context import DeadlineContext
 
 
 def handler_module_for(event: dict[str, Any]) -> str:
@@ -34,4 +20,4 @@ def handler_module_for(event: dict[str, Any]) -> str:
 
 def invoke_event(event: dict[str, Any]) -> Any:
     module = importlib.import_module(handler_module_for(event))
-    return module.handler(event, LocalLambdaContext())
+    return module.handler(event, DeadlineContext(30))

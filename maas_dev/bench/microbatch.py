@@ -23,10 +23,10 @@ def microbatch_throughput(
 ) -> dict[str, Any]:
     import httpx
 
-    from functions.api.server import BackgroundServer
     from functions.inference.microbatch import MicroBatcher
     from functions.inference.registry import ModelRegistry
     from functions.settings import Settings
+    from maas_dev.server import BackgroundServer
 
     batch = pipeline.limits.max_batch
     count = len(texts)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from model_build.bench import ensure_built, interleaved, run_header
-from model_build.bench_report import latency_table, machine_line, model_sizes, size_line, write_json
+from maas_dev.bench.common import ensure_built, interleaved, run_header
+from maas_dev.bench.report import latency_table, machine_line, model_sizes, size_line, write_json
 
 BATCHES = (1, 16)
 CASES = ("torch_eager_fp32", "ort_fp32", "maas_artifact")

@@ -155,9 +155,9 @@ def serve(
     a key in 'x-api-key'. Keys come from the environment only, never the command line (visible in `ps`).
     """
     from functions.api.security import UnsafeBindError, require_keys_for_host
-    from functions.api.server import serve as run_server
     from functions.inference.registry import registry_from_settings
     from functions.settings import Settings, get_settings
+    from maas_dev.server import serve as run_server
 
     try:
         require_keys_for_host(host, get_settings().api_key_list())
@@ -181,7 +181,7 @@ def invoke(
     models: Annotated[list[str] | None, typer.Option("--model", help="model(s) to load (default: all built)")] = None,
 ) -> None:
     """Run the Lambda handler that matches the event locally and print its response."""
-    from model_build.invoke import invoke_event
+    from maas_dev.invoke import invoke_event
 
     uris = [resolve_model_uri(m) for m in models] if models else _built_models()
     os.environ.setdefault("MAAS_MODELS", ",".join(uris))
@@ -198,7 +198,7 @@ def batch(
 ) -> None:
     """Run an S3 batch job end to end through the real S3 handler against a local S3 API (moto) or --endpoint-url."""
     os.environ.setdefault("MAAS_MODELS", resolve_model_uri(model))
-    from functions.batch.local import run_s3_job
+    from maas_dev.local_aws import run_s3_job
 
     result = run_s3_job(input_file, model=model, out=out, endpoint_url=endpoint_url)
     console.print_json(json.dumps(result.summary))
@@ -224,20 +224,20 @@ def bench(
     if compare_presets:
         if task != Task.SENTENCE_EMBEDDINGS:
             raise typer.BadParameter("--compare-presets judges sentence-embeddings models (cosine on held-out text)")
-        from model_build.bench_presets import compare_presets as run_compare
+        from maas_dev.bench.presets import compare_presets as run_compare
 
         console.print(f"wrote {run_compare(model, out_dir=out_dir, console=console)}")
         return
     if task == Task.TEXT_GENERATION:
-        from model_build.bench_generation import run_generation_bench
+        from maas_dev.bench.generation import run_generation_bench
 
         report = run_generation_bench(model, new_tokens=new_tokens, out_dir=out_dir, console=console)
     elif task == Task.IMAGE_CLASSIFICATION:
-        from model_build.bench_image import run_image_bench
+        from maas_dev.bench.image import run_image_bench
 
         report = run_image_bench(model, repeats=repeats, out_dir=out_dir, console=console)
     elif task in (Task.SENTENCE_EMBEDDINGS, Task.TEXT_CLASSIFICATION):
-        from model_build.bench import run_bench
+        from maas_dev.bench.encoder import run_bench
 
         report = run_bench(model, seq=seq, repeats=repeats, out_dir=out_dir, console=console)
     else:
@@ -248,7 +248,7 @@ def bench(
 @app.command()
 def demo(rebuild: Annotated[bool, typer.Option(help="rebuild even if artifacts exist")] = False) -> None:
     """Build the default models, serve them locally, call every protocol, print the answers, stop."""
-    from model_build.demo import run_demo
+    from maas_dev.demo import run_demo
 
     run_demo(console, rebuild=rebuild)
 

@@ -21,15 +21,16 @@ import http.client
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-DATA = Path(__file__).resolve().parent / "data"
+from model_build import DATA_DIR
+
+DATA = DATA_DIR
 BUCKET = "maas-bench"
 
 
 def records(pipeline: Any, seq: int, count: int) -> dict[str, list[str]]:
-    from model_build.bench import text_of_tokens
+    from maas_dev.bench.common import text_of_tokens
 
     base = text_of_tokens(pipeline, seq - 4)  # + a distinct number: every record is seq tokens, give or take 2
     sentences = [s for s in (DATA / "heldout_sentences.txt").read_text().splitlines() if s.strip()]
@@ -53,10 +54,10 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
     import boto3
     from moto import mock_aws
 
-    from functions.batch.local import LocalContext, s3_put_event
     from functions.batch.s3_jobs import S3JobRunner
     from functions.batch.settings import BatchSettings
     from functions.inference.registry import ModelRegistry
+    from maas_dev.local_aws import local_context, s3_put_event
 
     batch = pipeline.limits.max_batch
     registry = ModelRegistry()
@@ -96,7 +97,7 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
                 head = s3.head_object(Bucket=BUCKET, Key=key)
                 event = s3_put_event(BUCKET, key, etag=head["ETag"], size=head["ContentLength"],
                                      version_id=head.get("VersionId"))
-                outcome = runner.handle(event, LocalContext())
+                outcome = runner.handle(event, local_context())
                 summary = outcome["jobs"][0]
                 if summary["status"] != "completed" or summary["counts"]["succeeded"] != count:
                     raise RuntimeError(f"bench S3 job did not complete cleanly: {summary}")

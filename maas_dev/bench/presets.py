@@ -19,8 +19,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from model_build.bench import ensure_built, run_header, text_feeds
-from model_build.bench_report import machine_line, write_json
+from maas_dev.bench.common import ensure_built, run_header, text_feeds
+from maas_dev.bench.report import machine_line, write_json
+from model_build import DATA_DIR
 
 CANDIDATES = (
     "fp32",
@@ -32,7 +33,7 @@ CANDIDATES = (
     "int8-weight-only",
     "int4-weight-only",
 )
-DATA = Path(__file__).resolve().parent / "data"
+DATA = DATA_DIR
 
 
 def compare_presets(name: str, *, out_dir: Path, console: Console, rounds: int = 6) -> Path:

@@ -5,8 +5,8 @@ The deployed code path, unchanged: boto3 clients speak HTTP to the endpoint name
 duration of a run), the handler is ``functions.handlers.s3.handler`` or ``…sqs.handler``, and the
 event is the real notification shape built from the uploaded object's metadata.
 
-    python -m functions.batch.local s3 data.jsonl --model minilm-embed --out results.jsonl
-    python -m functions.batch.local sqs events/sqs_batch.json
+    python -m maas_dev.local_aws s3 data.jsonl --model minilm-embed --out results.jsonl
+    python -m maas_dev.local_aws sqs events/sqs_batch.json
 
 Models come from ``MAAS_MODELS`` (as for ``maas invoke``).
 """
@@ -21,7 +21,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import boto3
 from functions.batch.replies import ReplyAllowList, S3Destination
 from functions.batch.s3io import clear_clients
 from functions.batch.settings import get_batch_settings
+from functions.context import DeadlineContext
 
 LOCAL_BUCKET = "maas-local"
 # The object that events/s3_put.json announces (its eTag is this content's MD5): upload it to
@@ -45,17 +46,9 @@ _REGION = "us-east-1"
 _ACCOUNT = "123456789012"
 
 
-@dataclass
-class LocalContext:
-    """The Lambda context attributes the handlers and Powertools read."""
-
-    function_name: str = "maas-local"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = f"arn:aws:lambda:{_REGION}:{_ACCOUNT}:function:maas-local"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+def local_context(timeout_s: float = 300) -> DeadlineContext:
+    """The context a batch function gets as deployed (its ``batch_timeout_s`` defaults to 300 s)."""
+    return DeadlineContext(timeout_s, function_name="maas-local")
 
 
 def s3_put_event(bucket: str, key: str, *, etag: str, size: int, version_id: str | None = None,
@@ -174,7 +167,7 @@ def run_s3_job(
         head = client.head_object(Bucket=bucket, Key=key)
         event = s3_put_event(bucket, key, etag=head["ETag"], size=head["ContentLength"],
                              version_id=head.get("VersionId"))
-        response = s3_handler.handler(event, LocalContext())
+        response = s3_handler.handler(event, local_context())
         summary_key = f"{settings.output_prefix}{relative}.summary.json"
         summary = json.loads(client.get_object(Bucket=bucket, Key=summary_key)["Body"].read())
         output_key = (summary.get("output") or {}).get("key")
@@ -198,7 +191,7 @@ def run_sqs_event(event: dict[str, Any], *, endpoint_url: str | None = None) -> 
         client = boto3.client("s3")
         for entry in allowed:
             _ensure_bucket(client, entry.bucket)
-        response: dict[str, Any] = dict(sqs_handler.handler(event, LocalContext()))
+        response: dict[str, Any] = dict(sqs_handler.handler(event, local_context()))
         replies = [f"s3://{e.bucket}/{obj['Key']}" for e in allowed
                    for obj in client.list_objects_v2(Bucket=e.bucket, Prefix=e.prefix).get("Contents", [])]
     return {**response, "replies": replies}
@@ -211,7 +204,7 @@ def _ensure_bucket(client: Any, bucket: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m functions.batch.local", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m maas_dev.local_aws", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="source", required=True)
     s3 = sub.add_parser("s3", help="run an S3 batch job on a local file")
     s3.add_argument("file", type=Path)

@@ -40,9 +40,9 @@ def _show(console: Console, title: str, payload: Any) -> None:
 def run_demo(console: Console, *, rebuild: bool = False) -> None:
     import logging
 
-    from functions.api.server import BackgroundServer
     from functions.inference.registry import registry_from_settings
     from functions.settings import Settings
+    from maas_dev.server import BackgroundServer
 
     logging.getLogger("maas").setLevel(logging.WARNING)  # keep per-request access logs out of the demo
     uris = _ensure_built(console, rebuild)

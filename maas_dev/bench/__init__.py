@@ -1,0 +1,1 @@
+"""`maas bench`: every figure measured side by side in one run, written to docs/benchmarks/."""
