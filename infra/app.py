@@ -15,7 +15,8 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from infra.config import ModelSpec, load_catalog, load_models
+from functions.contract import load_catalog
+from infra.config import ModelSpec, load_models
 from infra.packaging import runtime_bytes_by_arch
 from infra.settings import REPO_ROOT, EnvironmentConfig, load_environment
 from infra.stacks.api import ApiStack

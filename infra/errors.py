@@ -1,39 +1,42 @@
 """Errors raised while turning the catalog and manifests into a deployable configuration.
 
-Every error names the model and the setting to change, so ``cdk synth`` fails with a message that
-says what to fix rather than with a CloudFormation rollback twenty minutes later.
+Catalog errors are the contract's own (``functions.contract.errors``: ``maas build`` raises the same
+ones); the rest concern a deployment. Every error names the model and the setting to change, so
+``cdk synth`` fails with a message that says what to fix rather than with a CloudFormation rollback
+twenty minutes later.
 """
 
 from __future__ import annotations
 
+from functions.contract.errors import (
+    CatalogError,
+    ConfigError,
+    GpuSettingsError,
+    RecursiveTriggerError,
+    TimeoutRuleError,
+)
 
-class InfraConfigError(ValueError):
-    """Base class: the catalog, a manifest or the environment settings cannot be deployed as given."""
+InfraConfigError = ConfigError  # base class of every configuration error synth raises
+
+__all__ = [
+    "CatalogError",
+    "EnvironmentConfigError",
+    "GpuSettingsError",
+    "InfraConfigError",
+    "MissingArtifactError",
+    "PackageTooLargeError",
+    "RecursiveTriggerError",
+    "TimeoutRuleError",
+]
 
 
-class CatalogError(InfraConfigError):
-    """``catalog.toml`` is malformed: an unknown key, a wrong type, a value out of range."""
-
-
-class EnvironmentConfigError(InfraConfigError):
+class EnvironmentConfigError(ConfigError):
     """Stage, account, region, tiers or tenants from context / config file are invalid or missing."""
 
 
-class MissingArtifactError(InfraConfigError):
+class MissingArtifactError(ConfigError):
     """A catalog model has no built artifact (``artifacts/<name>/manifest.json``) to deploy."""
 
 
-class PackageTooLargeError(InfraConfigError):
+class PackageTooLargeError(ConfigError):
     """Runtime + model exceed what the chosen Lambda package type can hold."""
-
-
-class TimeoutRuleError(InfraConfigError):
-    """A timeout combination that API Gateway (29 s) or SQS (visibility ≥ 6x timeout) would break."""
-
-
-class RecursiveTriggerError(InfraConfigError):
-    """An S3 output prefix that could re-trigger a function watching an input prefix."""
-
-
-class GpuSettingsError(InfraConfigError):
-    """A ``gpu`` target without the settings it needs, or with settings its instance cannot meet."""

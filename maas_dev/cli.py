@@ -74,7 +74,7 @@ def build(
                 get_preset(preset)  # an unknown name fails here, listing the valid ones
                 entry = entry.model_copy(update={"quantization": preset})
         except (CatalogError, ValueError) as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(str(exc), style="red", markup=False)
             raise typer.Exit(2) from None
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task(f"{name}: starting", total=None)
@@ -85,7 +85,7 @@ def build(
                     progress=lambda step, t=task, n=name: bar.update(t, description=f"{n}: {step}"),
                 )
             except GateError as exc:
-                console.print(f"[red]{exc}[/red]")
+                console.print(str(exc), style="red", markup=False)
                 raise typer.Exit(1) from None
         _print_gates(result.manifest)
         console.print(
@@ -217,7 +217,7 @@ def bench(
 ) -> None:
     """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact (and, per task: HTTP vs
     session.run, S3 job throughput, cold start, roofline; generation tokens/s; image top-1 agreement)."""
-    from functions.manifest import Task
+    from functions.contract import Task
     from model_build.catalog import get_entry
 
     task = get_entry(model).task
@@ -254,7 +254,14 @@ def demo(rebuild: Annotated[bool, typer.Option(help="rebuild even if artifacts e
 
 
 def main() -> None:
-    app()
+    """Entry point of the ``maas`` command: a configuration error is one line saying what to fix, exit 2."""
+    from functions.contract.errors import ConfigError
+
+    try:
+        app()
+    except ConfigError as exc:
+        console.print(str(exc), style="red", markup=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

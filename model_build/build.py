@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from functions.manifest import Manifest, Quantization
+from functions.contract import Manifest, Quantization
 from model_build import validate
 from model_build.catalog import REPO_ROOT, CatalogEntry
 from model_build.package import write_artifact

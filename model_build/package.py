@@ -9,7 +9,7 @@ from typing import Any
 
 import onnx
 
-from functions.manifest import (
+from functions.contract import (
     FileEntry,
     GateResult,
     Manifest,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from functions.contract import MANIFEST_FILE
 from functions.inference.loader import verify_artifact
-from functions.manifest import MANIFEST_FILE
 
 
 def publish_artifact(

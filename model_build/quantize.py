@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import onnx
 
-from functions.manifest import Quantization
+from functions.contract import Quantization
 
 # Activation producers that mark a MatMul as an FFN down-projection (optimizer-fused or not).
 _GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu"}

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from functions.contract import GateResult, Task
 from functions.inference.pipelines import ClassificationPipeline, EmbeddingPipeline, Pipeline
 from functions.inference.postprocess import softmax
-from functions.manifest import GateResult, Task
 from model_build import DATA_DIR
 from model_build.catalog import Gates
 from model_build.sources import SourceModel

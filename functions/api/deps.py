@@ -8,10 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from functions.contract import Task
 from functions.inference.microbatch import MicroBatcher
 from functions.inference.pipelines import Pipeline, TaskResult
 from functions.inference.registry import ModelRegistry
-from functions.manifest import Task
 
 # Tasks whose outputs are per input and independent of the rest of the batch: safe to merge requests.
 MERGEABLE_TASKS = frozenset({Task.SENTENCE_EMBEDDINGS, Task.TEXT_CLASSIFICATION, Task.IMAGE_CLASSIFICATION})

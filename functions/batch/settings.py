@@ -14,9 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.batch.exceptions import BatchConfigError
 from functions.batch.replies import ReplyAllowList, S3Destination
+from functions.contract.deployment import IDEMPOTENCY_DIR
 
-# The prefix under the output prefix where the S3 fallback idempotency store keeps its records.
-IDEMPOTENCY_DIR = ".idempotency/"
 _MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum multipart part size (all parts but the last)
 
 

@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 
 from pydantic import ValidationError
 
+from functions.contract import MANIFEST_FILE, Manifest, sha256_file
 from functions.errors import ArtifactError, IntegrityError
-from functions.manifest import MANIFEST_FILE, Manifest, sha256_file
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

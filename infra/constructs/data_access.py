@@ -22,28 +22,11 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import IConstruct
 
+from functions.contract.deployment import IDEMPOTENCY_TTL_DAYS, REPLIES_DIR, RuntimeEnvironment
+from functions.contract.rules import queue_url
 from infra import nag
 from infra.config import ModelSpec
-from infra.guards import QUEUE_ARN_RE
 from infra.settings import EnvironmentConfig
-
-CACHE_DIR = "/tmp/maas-artifacts"
-# SQS replies may be written below ``<output prefix>replies/`` (MAAS_REPLY_ALLOWLIST), nowhere else.
-REPLIES_DIR = "replies/"
-# Where the runtime's S3 fallback idempotency store would keep its records (functions/batch/settings.py
-# IDEMPOTENCY_DIR); infra deploys a DynamoDB table instead and expires this folder by lifecycle anyway.
-IDEMPOTENCY_DIR = ".idempotency/"
-# How long a job or delivery is remembered (MAAS_IDEMPOTENCY_TTL_SECONDS; the runtime's default too).
-IDEMPOTENCY_TTL_DAYS = 7
-
-
-def queue_url(arn: str) -> str:
-    """The SQS queue URL for a queue ARN (``MAAS_REPLY_ALLOWLIST`` holds URLs, IAM holds ARNs)."""
-    match = QUEUE_ARN_RE.fullmatch(arn)
-    if match is None:
-        raise ValueError(f"{arn!r} is not an SQS queue ARN")
-    region, account, name = match.groups()
-    return f"https://sqs.{region}.amazonaws.com/{account}/{name}"
 
 
 @dataclass(frozen=True)
@@ -188,8 +171,9 @@ class DataAccess:
         *,
         bundled_at: str,
         table: dynamodb.ITable | None = None,
-    ) -> dict[str, str]:
-        """The runtime's ``MAAS_*`` / Powertools settings for this model.
+        **runtime: object,
+    ) -> RuntimeEnvironment:
+        """The runtime's settings for this model (the contract's variable names; ``runtime`` adds more).
 
         ``table`` is given to the batch consumers only (S3/SQS functions, queue worker): the HTTP path
         keeps no idempotency records and gets neither the table's name nor access to it.
@@ -202,21 +186,16 @@ class DataAccess:
         )
         replies = [f"s3://{self.batch_bucket_name}/{self.reply_prefix(spec)}"]
         replies += [queue_url(arn) for arn in spec.deploy.reply_queue_arns]
-        environment = {
-            "MAAS_MODELS": models,
-            "MAAS_CACHE_DIR": CACHE_DIR,
-            "MAAS_BATCH_BUCKET": self.batch_bucket_name,
-            "MAAS_INPUT_PREFIX": spec.input_prefix,
-            "MAAS_OUTPUT_PREFIX": spec.output_prefix,
-            "MAAS_REPLY_ALLOWLIST": ",".join(replies),
-            # Sent as ExpectedBucketOwner on every S3 call: a bucket of the same name in another
-            # account (deleted and re-created by someone else) is never read or written.
-            "MAAS_EXPECTED_BUCKET_OWNER": self.account,
-            "POWERTOOLS_SERVICE_NAME": f"maas-{spec.name}",
-            "POWERTOOLS_METRICS_NAMESPACE": "maas",
-            "LOG_LEVEL": settings.log_level,
-        }
-        if table is not None:
-            environment["MAAS_IDEMPOTENCY_TABLE"] = table.table_name
-            environment["MAAS_IDEMPOTENCY_TTL_SECONDS"] = str(IDEMPOTENCY_TTL_DAYS * 24 * 3600)
-        return environment
+        return RuntimeEnvironment(
+            models=models,
+            batch_bucket=self.batch_bucket_name,
+            input_prefix=spec.input_prefix,
+            output_prefix=spec.output_prefix,
+            reply_allowlist=",".join(replies),
+            expected_bucket_owner=self.account,
+            idempotency_table=table.table_name if table is not None else None,
+            idempotency_ttl_seconds=IDEMPOTENCY_TTL_DAYS * 24 * 3600 if table is not None else None,
+            service_name=f"maas-{spec.name}",
+            log_level=settings.log_level,
+            **runtime,  # type: ignore[arg-type]
+        )

@@ -10,6 +10,7 @@ scales on its backlog, down to ``worker_min_tasks`` (0 by default).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -28,20 +29,15 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infra import limits, nag
-from infra.config import GpuDeploy, ModelSpec
+from functions.contract import aws_limits
+from functions.contract.catalog import GpuDeploy
+from functions.contract.deployment import APP_ROOT, HEALTH_PATH, PORT, SERVER_COMMAND, WORKER_COMMAND
+from infra import nag
+from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.constructs.data_access import DataAccess
 from infra.settings import EnvironmentConfig
 
-PORT = 8080
-HEALTH_PATH = "/v2/health/ready"
-APP_ROOT = "/app"  # WORKDIR of docker/gpu.Dockerfile
-# Keep-alive above API Gateway's connection reuse through the VPC link, so idle reuse never hits a close.
-SERVER_COMMAND = [
-    "uvicorn", "functions.handlers.http:app", "--host", "0.0.0.0", "--port", str(PORT), "--timeout-keep-alive", "75",
-]  # fmt: skip
-WORKER_COMMAND = ["python", "-m", "functions.handlers.worker"]
 _HEALTH_PROBE = (
     f"python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}{HEALTH_PATH}', timeout=3)\""
 )
@@ -70,7 +66,7 @@ class GpuService(Construct):
             raise TypeError(f"model {spec.name!r} is not a gpu target")
         deploy = self._deploy = spec.deploy
         self._vpc_cidr = settings.vpc_cidr
-        instance = limits.GPU_INSTANCES[deploy.instance_type]
+        instance = aws_limits.GPU_INSTANCES[deploy.instance_type]
         worker_max = deploy.worker_max_tasks if deploy.worker_max_tasks is not None else deploy.max_tasks
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENHANCED)
         tasks_per_instance = instance.gpus
@@ -88,19 +84,19 @@ class GpuService(Construct):
             )
         )
         bundled_at = f"{APP_ROOT}/artifacts"
-        server_environment = {
-            **access.environment(spec, settings, bundled_at=bundled_at),
-            # onnxruntime-gpu: CUDA first, CPU for any op CUDA lacks; concurrent requests share GPU runs
-            "MAAS_EXECUTION_PROVIDERS": "cuda,cpu",
-            "MAAS_MICROBATCH": "true",
-            "MAAS_MICROBATCH_WAIT_MS": "2",
-        }
+        # onnxruntime-gpu: CUDA first, CPU for any op CUDA lacks; concurrent requests share GPU runs
+        server_environment = access.environment(
+            spec, settings, bundled_at=bundled_at, execution_providers="cuda,cpu", microbatch=True, microbatch_wait_ms=2
+        ).variables()
         # The worker runs S3 jobs and SQS replies: the idempotency table, and the queue it polls.
-        worker_environment = {
-            **access.environment(spec, settings, bundled_at=bundled_at, table=table),
-            "MAAS_QUEUE_URL": queue.queue_url,
-            "MAAS_EXECUTION_PROVIDERS": "cuda,cpu",
-        }
+        worker_environment = access.environment(
+            spec,
+            settings,
+            bundled_at=bundled_at,
+            table=table,
+            queue_url=queue.queue_url,
+            execution_providers="cuda,cpu",
+        ).variables()
         log_group = logs.LogGroup(
             self,
             "Logs",
@@ -315,7 +311,7 @@ class GpuService(Construct):
         self,
         construct_id: str,
         image: ecs.ContainerImage,
-        command: list[str],
+        command: Sequence[str],
         environment: dict[str, str],
         log_group: logs.ILogGroup,
         cpu: int,
@@ -327,7 +323,7 @@ class GpuService(Construct):
         container = task.add_container(
             construct_id.lower(),
             image=image,
-            command=command,
+            command=list(command),
             environment=environment,
             gpu_count=1,
             cpu=cpu,

@@ -22,19 +22,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from functions.contract.catalog import LambdaDeploy
+from functions.contract.deployment import HANDLERS, TASK_ROOT_ARTIFACTS
 from infra import nag
-from infra.config import LambdaDeploy, ModelSpec
+from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.constructs.data_access import DataAccess
 from infra.limits import LAMBDA_PYTHON_VERSION
 from infra.settings import EnvironmentConfig
 
-HANDLERS = {
-    "http": "functions.handlers.http.handler",
-    "s3": "functions.handlers.s3.handler",
-    "sqs": "functions.handlers.sqs.handler",
-}
-TASK_ROOT_ARTIFACTS = "/var/task/artifacts"  # zip root and the image's ${LAMBDA_TASK_ROOT}
 _LOG_LEVELS = {
     "DEBUG": lambda_.ApplicationLogLevel.DEBUG,
     "INFO": lambda_.ApplicationLogLevel.INFO,
@@ -68,8 +64,10 @@ class LambdaEndpoint(Construct):
             raise TypeError(f"model {spec.name!r} is not a lambda target")
         self._spec, self._settings, self._deploy = spec, settings, spec.deploy
         self._package_dir = package_dir
-        http_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS)
-        batch_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, table=table)
+        http_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS).variables()
+        batch_environment = access.environment(
+            spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, table=table
+        ).variables()
         artifact = access.artifact_statements(spec) if spec.deploy.model_source == "s3" else []
         idempotency = access.idempotency_statement(table)
         self.http_function = self._function(

@@ -21,12 +21,12 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
+from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
 from infra import nag
 from infra.config import ModelSpec
 from infra.constructs.alarms import ApiAlarms
 from infra.constructs.api_routes import COG4_REASON, ApiRefs
 from infra.constructs.common import data_removal_policy, log_retention
-from infra.constructs.data_access import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
 from infra.settings import EnvironmentConfig
 
 # Versions replaced (an input uploaded again, a job rerun) or expired stay this long, then go.

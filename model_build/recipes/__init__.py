@@ -4,7 +4,7 @@ registered by task in RECIPES; `build.py` only orchestrates them.
 
 from __future__ import annotations
 
-from functions.manifest import Task
+from functions.contract import Task
 from model_build.recipes.base import Recipe
 from model_build.recipes.encoder import EncoderRecipe
 from model_build.recipes.generation import GenerationRecipe

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from functions.manifest import GateResult, Quantization
+from functions.contract import GateResult, Quantization
 from model_build.catalog import CatalogEntry
 from model_build.quantize import QuantPreset
 from model_build.sources import SourceModel

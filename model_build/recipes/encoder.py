@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from functions.contract import GateResult, Quantization
 from functions.inference.loader import verify_artifact
 from functions.inference.registry import pipeline_for
-from functions.manifest import GateResult, Quantization
 from model_build import validate
 from model_build.export import export_text_encoder
 from model_build.optimize import optimize_graph

@@ -21,15 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from functions.contract import GateResult, Quantization
 from functions.inference.generation import ChatMessage, GenerationConfig, SamplingParams, render_chat
 from functions.inference.generation.config import CONFIG_KEY
 from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.generation import GenerationPipeline
 from functions.inference.registry import pipeline_for
-from functions.manifest import GateResult, Quantization
 from model_build import validate
-from model_build.graph import decoder_graph
 from model_build.export_decoder import export_decoder
+from model_build.graph import decoder_graph
 from model_build.optimize import optimize_graph
 from model_build.quantize import QuantPreset, quantize
 from model_build.recipes.base import Recipe

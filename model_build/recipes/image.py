@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
+from functions.contract import GateResult, Quantization
 from functions.inference.images import ImagePreprocessing, pixel_batch
 from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.image import ImageClassificationPipeline
 from functions.inference.postprocess import softmax
 from functions.inference.registry import pipeline_for
-from functions.manifest import GateResult, Quantization
 from model_build import validate
 from model_build.export import OPSET
 from model_build.quantize import QuantPreset, quantize, quantize_static

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
+from functions.contract import GateResult, Quantization
 from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.seq2seq import TranslationPipeline
 from functions.inference.registry import pipeline_for
 from functions.inference.tokenizer import EncodedBatch
-from functions.manifest import GateResult, Quantization
 from model_build import validate
 from model_build.catalog import CatalogEntry
 from model_build.quantize import QuantPreset, quantize

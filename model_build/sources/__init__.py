@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from functions.manifest import Task
+from functions.contract import Task
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from functions.manifest import Task
+from functions.contract import Task
 from model_build.sources import SourceModel
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from functions.contract import Task
 from functions.inference.images import ImagePreprocessing
-from functions.manifest import Task
 from model_build.sources import SourceModel
 
 MODEL_NAME = "efficientnet-lite0"

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from functions.manifest import Task
+from functions.contract import Task
 from model_build.graph.fused_bert import FusedBertEncoder
 from model_build.sources import SourceModel
 from model_build.sources.minilm import load_bert, mean_pool_normalize, mean_pooled_normalized, minilm_dir

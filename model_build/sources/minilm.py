@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import BertModel
 
-from functions.manifest import Task
+from functions.contract import Task
 from model_build.graph.fused_bert import FusedBertEncoder
 from model_build.sources import SourceModel
 

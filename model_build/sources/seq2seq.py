@@ -23,8 +23,8 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, PreTrainedModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from functions.contract import Task
 from functions.inference.pipelines.seq2seq import GenerationSettings, cache_input_names, cache_output_names
-from functions.manifest import Task
 from model_build.sources import SourceModel
 
 OPSET = 18

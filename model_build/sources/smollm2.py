@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from functions.manifest import Task
+from functions.contract import Task
 from model_build.sources import SourceModel
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

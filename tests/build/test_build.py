@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from functions.contract import sha256_file
 from functions.inference.loader import verify_artifact
-from functions.manifest import sha256_file
 
 
 def gates(artifact):

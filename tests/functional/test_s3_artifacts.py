@@ -27,7 +27,7 @@ def s3():
 def test_publish_is_content_addressed_and_loadable(s3, built_artifacts, tmp_path):
     artifact = built_artifacts["minilm-embed"]
     uri = publish_artifact(artifact, bucket=BUCKET, s3_client=s3)
-    from functions.manifest import Manifest
+    from functions.contract import Manifest
 
     manifest = Manifest.read(artifact)
     assert uri == f"s3://{BUCKET}/models/minilm-embed/{manifest.version}"

@@ -16,8 +16,8 @@ from moto import mock_aws
 from functions.batch.exceptions import StorageError
 from functions.batch.s3io import clear_clients, s3_client
 from functions.batch.settings import get_batch_settings
+from functions.contract import Limits, Task
 from functions.inference.pipelines.base import TaskResult
-from functions.manifest import Limits, Task
 from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY, local_context, s3_put_event
 from tests.conftest import EVENTS_DIR
 

@@ -319,7 +319,7 @@ def test_non_string_input_is_422(client: TestClient) -> None:
 
 # --- sources --------------------------------------------------------------------------------------
 def test_checkpoint_without_tokenizer_json_is_refused_clearly(checkpoint: Path, tmp_path: Path) -> None:
-    from functions.manifest import Task
+    from functions.contract import Task
     from model_build.sources import load_source
     from model_build.sources.seq2seq import Seq2SeqSourceError
 
@@ -331,7 +331,7 @@ def test_checkpoint_without_tokenizer_json_is_refused_clearly(checkpoint: Path, 
 
 
 def test_checkpoint_directory_for_another_task_is_refused(checkpoint: Path) -> None:
-    from functions.manifest import Task
+    from functions.contract import Task
     from model_build.sources import load_source
     from model_build.sources.checkpoint import CheckpointError
 

@@ -34,20 +34,21 @@ MB = 1024 * 1024
 def write_manifest(
     root: Path, name: str, task: str, sizes: Mapping[str, int], version: str = "0123456789abcdef"
 ) -> Path:
-    """Write a manifest.json shaped like functions/manifest.py's (only what infra reads is meaningful)."""
+    """Write a valid manifest.json through the contract (infra reads only names, task, version and sizes)."""
+    from functions.contract import FileEntry, Manifest, Quantization
+
     directory = root / name
     directory.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "schema_version": 1,
-        "name": name,
-        "task": task,
-        "version": version,
-        "model_file": "model.onnx",
-        "files": {file: {"sha256": "0" * 64, "size_bytes": size} for file, size in sizes.items()},
-    }
-    path = directory / "manifest.json"
-    path.write_text(json.dumps(manifest), encoding="utf-8")
-    return path
+    manifest = Manifest(
+        name=name,
+        task=task,  # type: ignore[arg-type]
+        version=version,
+        inputs=[],
+        outputs=[],
+        quantization=Quantization(preset="fp32", method="none", weight_type="float32"),
+        files={file: FileEntry(sha256="0" * 64, size_bytes=size) for file, size in sizes.items()},
+    )
+    return manifest.write(directory)
 
 
 def _toml_value(value: Any) -> str:

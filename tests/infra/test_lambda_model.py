@@ -68,7 +68,7 @@ def test_runtime_environment_contract(default_app: Synth, lambda_names: list[str
             # Only the batch handlers keep idempotency records.
             assert ("MAAS_IDEMPOTENCY_TABLE" in env) is (props["Handler"] != HANDLERS[0])
             assert env["POWERTOOLS_SERVICE_NAME"] == f"maas-{name}"
-            assert env["POWERTOOLS_METRICS_NAMESPACE"] and env["LOG_LEVEL"] == "INFO"
+            assert env["POWERTOOLS_METRICS_NAMESPACE"] and env["POWERTOOLS_LOG_LEVEL"] == "INFO"
 
 
 def test_small_models_ship_as_zip_with_the_artifact(default_app: Synth, lambda_names: list[str]) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from functions.contract import aws_limits, parse_catalog
 from infra import build_deps, limits, packaging
 from infra.config import load_models
 from infra.packaging import (
@@ -53,7 +54,7 @@ def _setup(tmp_path: Path, packaging: str = "preview", deps: bool = False, stamp
     }
     settings = load_environment(context.get, {})
     (spec,) = load_models(
-        {"m": lambda_entry()},
+        parse_catalog({"m": lambda_entry()}),
         artifacts_dir=artifacts,
         allow_missing_artifacts=False,
         runtime_bytes=runtime_bytes_by_arch(settings),
@@ -128,7 +129,8 @@ def test_strict_zip_refuses_a_manifest_listing_missing_files(tmp_path: Path) -> 
 
 def test_s3_sourced_models_leave_the_artifact_out_of_the_package(tmp_path: Path) -> None:
     settings, spec = _setup(tmp_path)
-    spec = replace(spec, deploy=replace(spec.deploy, model_source="s3"))  # type: ignore[type-var]
+    entry = spec.entry.model_copy(update={"deploy": spec.deploy.model_copy(update={"model_source": "s3"})})
+    spec = replace(spec, entry=entry)
     out = stage_docker_context(spec, settings, dockerfile=LAMBDA_DOCKERFILE)
     assert (out / "Dockerfile").read_text() == LAMBDA_DOCKERFILE.read_text()
     assert (out / "requirements.txt").read_text() == REQUIREMENTS.read_text()
@@ -161,7 +163,7 @@ def test_runtime_estimate_is_used_until_dependencies_are_built(tmp_path: Path) -
     settings, _ = _setup(tmp_path)
     sizes = runtime_bytes_by_arch(settings)
     assert sizes["arm64"] >= limits.RUNTIME_DEPS_ESTIMATE_BYTES
-    assert limits.RUNTIME_DEPS_ESTIMATE_BYTES + 23 * MB < limits.LAMBDA_ZIP_UNZIPPED_MAX_BYTES  # MiniLM fits a zip
+    assert limits.RUNTIME_DEPS_ESTIMATE_BYTES + 23 * MB < aws_limits.LAMBDA_ZIP_UNZIPPED_MAX_BYTES  # MiniLM fits a zip
 
 
 def _instructions(dockerfile: Path) -> list[str]:

@@ -24,10 +24,10 @@ from fastapi.testclient import TestClient
 from moto import mock_aws
 
 from functions.api.app import create_app
+from functions.contract import FileEntry, Manifest, sha256_file
 from functions.errors import ArtifactError, IntegrityError
 from functions.inference.loader import UnsafeArtifactError
 from functions.inference.registry import ModelRegistry
-from functions.manifest import FileEntry, Manifest, sha256_file
 from functions.settings import Settings
 from tests.reliability.support import assert_clean_error
 

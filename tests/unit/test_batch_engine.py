@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from functions.batch.engine import RunStats, WorkItem, run_items
+from functions.contract import Limits
 from functions.errors import InvalidInputError, PayloadTooLargeError
 from functions.inference.pipelines.base import TaskResult
-from functions.manifest import Limits
 
 
 class FakePipeline:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from functions.manifest import FileEntry, Manifest, Quantization, content_version
+from functions.contract import FileEntry, Manifest, Quantization, content_version
 
 SHA = "a" * 64
 

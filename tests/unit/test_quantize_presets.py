@@ -71,3 +71,11 @@ def test_blockwise_first_keeps_only_the_earliest_down_projections_blockwise(tmp_
     blockwise = sorted(n.name.removesuffix("_Q8") for n in out.graph.node if n.op_type == "MatMulNBits")
     assert blockwise == ["down0", "down1"] and record.weight_type == "int8+int8-blockwise-ffn-output-first2"
     assert not any(n.op_type == "MatMul" and n.name == "down2" for n in out.graph.node)  # down2 went INT8
+
+
+def test_every_preset_the_catalog_may_name_is_one_the_build_implements():
+    """The contract lists the preset names a catalog entry may use; the build has exactly those."""
+    from functions.contract.catalog import QUANTIZATION_PRESETS
+    from model_build.quantize import PRESETS
+
+    assert list(PRESETS) == list(QUANTIZATION_PRESETS)

@@ -20,9 +20,9 @@ from functions.api.schemas import (
     PredictResponse,
     Usage,
 )
+from functions.contract import Task
 from functions.errors import InvalidInputError, UnsupportedMediaTypeError, UnsupportedOperationError
 from functions.inference.pipelines import Pipeline, TaskResult
-from functions.manifest import Task
 
 router = APIRouter(prefix="/models", tags=["task API"])
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/octet-stream")

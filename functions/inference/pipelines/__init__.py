@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from functions.contract import Task
 from functions.inference.pipelines.base import Pipeline, TaskResult, TensorMeta
 from functions.inference.pipelines.generation import GenerationPipeline
 from functions.inference.pipelines.image import ImageClassificationPipeline
 from functions.inference.pipelines.seq2seq import TranslationPipeline
 from functions.inference.pipelines.text import ClassificationPipeline, EmbeddingPipeline
-from functions.manifest import Task
 
 PIPELINES: dict[Task, type[Pipeline]] = {
     Task.SENTENCE_EMBEDDINGS: EmbeddingPipeline,

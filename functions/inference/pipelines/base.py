@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from functions.contract import Manifest, Task
 from functions.errors import InvalidInputError, PayloadTooLargeError
 from functions.inference.session import create_session
-from functions.manifest import Manifest, Task
 
 
 class TaskParameters(BaseModel):

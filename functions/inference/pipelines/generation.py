@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 from tokenizers import Tokenizer
 
+from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError, PayloadTooLargeError
 from functions.inference.generation import (
     ChatMessage,
@@ -23,7 +24,6 @@ from functions.inference.generation import (
 from functions.inference.generation.config import CONFIG_KEY
 from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
 from functions.inference.pipelines.text import TEXT_INPUT, texts_from_tensor
-from functions.manifest import Manifest, Task
 
 TEXT_OUTPUT = "text_output"
 MAX_STOP_SEQUENCES = 4

@@ -11,11 +11,11 @@ import numpy as np
 from PIL import Image
 from pydantic import Field, ValidationError
 
+from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError
 from functions.inference.images import ImagePreprocessing, pixel_batch
 from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta, classifier_outputs
 from functions.inference.postprocess import best_label_tensors, ranked_labels, softmax
-from functions.manifest import Manifest, Task
 
 IMAGE_INPUT = "image"  # OIP BYTES input: encoded JPEG/PNG/WebP files (or their base64 text)
 

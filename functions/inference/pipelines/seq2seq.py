@@ -18,12 +18,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tokenizers import Tokenizer
 
+from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError
 from functions.inference.pipelines.base import TaskParameters, TaskResult, TensorMeta
 from functions.inference.pipelines.text import TEXT_INPUT, TextPipeline, texts_from_tensor
 from functions.inference.session import create_session
 from functions.inference.tokenizer import EncodedBatch
-from functions.manifest import Manifest, Task
 
 TRANSLATION_OUTPUT = "translation"
 _NEG = np.float32(-1.0e9)  # transformers' "impossible" beam score

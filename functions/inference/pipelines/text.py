@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from functions.contract import Manifest, Task
 from functions.errors import InvalidInputError
 from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta, classifier_outputs
 from functions.inference.postprocess import POOLERS, best_label_tensors, l2_normalize, ranked_labels, softmax
 from functions.inference.tokenizer import EncodedBatch, TextEncoder
-from functions.manifest import Manifest, Task
 
 TEXT_INPUT = "text"
 

@@ -10,22 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from functions.contract.tasks import Task
+
 MANIFEST_FILE = "manifest.json"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"  # a model name becomes a URL path segment and a stack name
 SCHEMA_VERSION = 1
-
-
-class Task(StrEnum):
-    SENTENCE_EMBEDDINGS = "sentence-embeddings"
-    TEXT_CLASSIFICATION = "text-classification"
-    TEXT_GENERATION = "text-generation"
-    TRANSLATION = "translation"
-    IMAGE_CLASSIFICATION = "image-classification"
 
 
 class _Strict(BaseModel):
@@ -75,7 +69,7 @@ class FileEntry(_Strict):
 
 class Manifest(_Strict):
     schema_version: Literal[1] = 1
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    name: str = Field(pattern=NAME_PATTERN)
     task: Task
     description: str = ""
     version: str = Field(description="content hash of the artifact's files (first 16 hex of sha256)")

@@ -1,0 +1,82 @@
+"""How a deployed runtime is started and configured: entry points, paths and environment variables.
+
+infra writes these into the template (handler names, container commands, environment); the runtime
+reads the same names (``functions.settings.Settings`` reads every ``MAAS_*`` variable of
+:class:`RuntimeEnvironment`). One definition, so a rename cannot leave the two out of step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "MAAS_"
+
+# Lambda entry points, one per event source; all three live in the same package.
+HANDLERS = {
+    "http": "functions.handlers.http.handler",
+    "s3": "functions.handlers.s3.handler",
+    "sqs": "functions.handlers.sqs.handler",
+}
+# The GPU container: the same ASGI app under uvicorn, and the queue worker.
+PORT = 8080
+HEALTH_PATH = "/v2/health/ready"
+# Keep-alive above API Gateway's connection reuse through the VPC link, so idle reuse never hits a close.
+SERVER_COMMAND = (
+    "uvicorn", "functions.handlers.http:app", "--host", "0.0.0.0", "--port", str(PORT), "--timeout-keep-alive", "75",
+)  # fmt: skip
+WORKER_COMMAND = ("python", "-m", "functions.handlers.worker")
+
+TASK_ROOT_ARTIFACTS = "/var/task/artifacts"  # Lambda: the zip's root, and the image's ${LAMBDA_TASK_ROOT}
+APP_ROOT = "/app"  # the GPU image's WORKDIR (docker/gpu.Dockerfile)
+CACHE_DIR = "/tmp/maas-artifacts"  # where artifacts read from S3 are cached (Lambda's writable /tmp)
+# Below a model's output prefix: SQS replies may be written to REPLIES_DIR only; the S3 fallback
+# idempotency store keeps its records in IDEMPOTENCY_DIR (infra deploys DynamoDB instead and expires it).
+REPLIES_DIR = "replies/"
+IDEMPOTENCY_DIR = ".idempotency/"
+IDEMPOTENCY_TTL_DAYS = 7
+
+
+def _maas_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+class RuntimeEnvironment(BaseModel):
+    """The variables a deployed function or task gets. ``None`` leaves a variable unset (the runtime's default)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=_maas_name, populate_by_name=True)
+
+    models: str = Field(description="comma-separated artifact locations: local dirs or s3://bucket/prefix")
+    cache_dir: str | None = CACHE_DIR
+    batch_bucket: str | None = None
+    input_prefix: str | None = None
+    output_prefix: str | None = None
+    reply_allowlist: str | None = None
+    # Sent as ExpectedBucketOwner on every S3 call: a bucket of the same name in another account is never used.
+    expected_bucket_owner: str | None = None
+    idempotency_table: str | None = None
+    idempotency_ttl_seconds: int | None = None
+    execution_providers: str | None = None
+    microbatch: bool | None = None
+    microbatch_wait_ms: float | None = None
+    queue_url: str | None = None
+    # Powertools' own variables: every log line and metric names the service (one per model).
+    service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME")
+    metrics_namespace: str = Field("maas", alias="POWERTOOLS_METRICS_NAMESPACE")
+    log_level: str = Field("INFO", alias="POWERTOOLS_LOG_LEVEL")
+
+    def variables(self) -> dict[str, str]:
+        """The environment as strings, by variable name (booleans as ``true``/``false``)."""
+        return {name: _text(value) for name, value in self.model_dump(by_alias=True, exclude_none=True).items()}
+
+    @classmethod
+    def maas_fields(cls) -> list[str]:
+        """The fields the runtime reads as ``MAAS_<FIELD>`` (settings must declare each of them)."""
+        return [name for name, field in cls.model_fields.items() if field.alias == _maas_name(name)]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
