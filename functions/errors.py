@@ -18,6 +18,13 @@ class MaasError(Exception):
         self.details = details
 
 
+class SettingsError(MaasError):
+    """The runtime's configuration (``MAAS_*``) is unsafe or malformed; raised at init, before any request."""
+
+    status_code = 500
+    code = "config_invalid"
+
+
 class InvalidInputError(MaasError):
     status_code = 422
     code = "invalid_input"

@@ -154,9 +154,9 @@ def serve(
     Beyond loopback (e.g. --host 0.0.0.0) it refuses to start unless MAAS_API_KEYS is set; callers then send
     a key in 'x-api-key'. Keys come from the environment only, never the command line (visible in `ps`).
     """
-    from functions.api.security import UnsafeBindError, require_keys_for_host
     from functions.inference.registry import registry_from_settings
     from functions.settings import Settings, get_settings
+    from functions.web.security import UnsafeBindError, require_keys_for_host
     from maas_dev.server import serve as run_server
 
     try:

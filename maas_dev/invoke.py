@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
 from typing import Any
 
 from functions.context import DeadlineContext
@@ -19,5 +21,8 @@ def handler_module_for(event: dict[str, Any]) -> str:
 
 
 def invoke_event(event: dict[str, Any]) -> Any:
+    """The handler's response. What it writes to stdout (its EMF metrics, as on Lambda) goes to stderr here,
+    so stdout carries the response alone."""
     module = importlib.import_module(handler_module_for(event))
-    return module.handler(event, DeadlineContext(30))
+    with contextlib.redirect_stdout(sys.stderr):
+        return module.handler(event, DeadlineContext(30))

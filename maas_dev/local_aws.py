@@ -30,8 +30,8 @@ import boto3
 
 from functions.batch.replies import ReplyAllowList, S3Destination
 from functions.batch.s3io import clear_clients
-from functions.batch.settings import get_batch_settings
 from functions.context import DeadlineContext
+from functions.settings import get_settings
 
 LOCAL_BUCKET = "maas-local"
 # The object that events/s3_put.json announces (its eTag is this content's MD5): upload it to
@@ -154,7 +154,7 @@ def run_s3_job(
     """
     from functions.handlers import s3 as s3_handler
 
-    settings = get_batch_settings()
+    settings = get_settings()
     per_model_prefix = settings.input_prefix.rstrip("/").rsplit("/", 1)[-1] == model  # inputs/<model>/
     name = name or input_path.name
     relative = name if per_model_prefix else f"{model}/{name}"
@@ -184,7 +184,7 @@ def run_sqs_event(event: dict[str, Any], *, endpoint_url: str | None = None) -> 
     """
     from functions.handlers import sqs as sqs_handler
 
-    allowed = [e for e in ReplyAllowList.parse(get_batch_settings().reply_allowlist).entries
+    allowed = [e for e in ReplyAllowList.parse(get_settings().reply_allowlist).entries
                if isinstance(e, S3Destination)]
     server = moto_server() if endpoint_url is None else nullcontext(endpoint_url)
     with server as url, aws_endpoint(url):

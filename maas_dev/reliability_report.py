@@ -197,11 +197,10 @@ _KNOBS = {  # setting → what it bounds (defaults are read from the settings cl
 
 def knobs() -> list[str]:
     """The settings that bound what a caller can ask, with their defaults."""
-    from functions.batch.settings import BatchSettings
     from functions.settings import Settings
 
     rows, seen = [], set()
-    for cls in (Settings, BatchSettings):
+    for cls in (Settings, Settings):
         for name, field in cls.model_fields.items():
             if name in _KNOBS and name not in seen:
                 seen.add(name)

@@ -9,9 +9,9 @@ from types import TracebackType
 
 import uvicorn
 
-from functions.api.app import create_app
 from functions.inference.registry import ModelRegistry
 from functions.settings import Settings
+from functions.web.app import create_app
 
 
 def free_port(host: str = "127.0.0.1") -> int:

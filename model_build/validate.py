@@ -92,7 +92,7 @@ def torch_outputs(source: SourceModel, pipeline: Pipeline, texts: list[str]) -> 
     assert isinstance(pipeline, EmbeddingPipeline | ClassificationPipeline)
 
     def run(chunk: list[str]) -> np.ndarray:
-        batch = pipeline._encode(chunk, truncate=True)
+        batch = pipeline.encoder.encode(chunk, truncate=True)
         with torch.inference_mode():
             out = source.reference({k: torch.from_numpy(v) for k, v in batch.feeds().items()}).numpy()
         return softmax(out) if source.task is Task.TEXT_CLASSIFICATION else out.astype(np.float32)

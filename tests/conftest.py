@@ -60,7 +60,7 @@ def registry(built_artifacts: dict[str, Path]):  # type: ignore[no-untyped-def]
 def client(registry):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from functions.api.app import create_app
+    from functions.web.app import create_app
 
     with TestClient(create_app(registry), raise_server_exceptions=False) as test_client:
         yield test_client
@@ -78,13 +78,12 @@ def live_server(registry) -> Iterator[str]:  # type: ignore[no-untyped-def]
 def _fresh_process_caches() -> Iterator[None]:
     """Each test sees settings, registry and AWS clients built from its own environment, as a new process would."""
     from functions.batch.s3io import clear_clients
-    from functions.batch.settings import get_batch_settings
     from functions.inference import registry as registry_module
     from functions.settings import get_settings
 
     def clear() -> None:
         get_settings.cache_clear()
-        get_batch_settings.cache_clear()
+        get_settings.cache_clear()
         registry_module.get_registry.cache_clear()
         clear_clients()
 

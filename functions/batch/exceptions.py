@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from functions.errors import InvalidInputError, MaasError
+from functions.errors import InvalidInputError, MaasError, SettingsError
 
 
-class BatchConfigError(MaasError):
+class BatchConfigError(SettingsError):
     """The batch configuration is unsafe or malformed; raised at init, before any event is handled."""
 
-    status_code = 500
     code = "batch_config_invalid"
 
 

@@ -29,7 +29,7 @@ from functions.batch.s3io import is_missing, is_precondition_failed
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from functions.batch.settings import BatchSettings
+    from functions.settings import Settings
 
 
 class S3PersistenceLayer(BasePersistenceLayer):
@@ -123,7 +123,7 @@ def _reclaimable(record: DataRecord) -> bool:
 
 
 def persistence_layer(
-    settings: BatchSettings, *, bucket: str | None, s3: S3Client, dynamodb: Any = None
+    settings: Settings, *, bucket: str | None, s3: S3Client, dynamodb: Any = None
 ) -> BasePersistenceLayer | None:
     """DynamoDB when ``MAAS_IDEMPOTENCY_TABLE`` is set, else S3 records in ``bucket``; None if neither."""
     if settings.idempotency_table:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from functions.batch.engine import WorkItem
 from functions.batch.exceptions import MalformedRecordError
 from functions.errors import MaasError, PayloadTooLargeError
+from functions.inference.batching import WorkItem
 
 RecordId = str | int | None
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from functions.batch.exceptions import BatchConfigError, ReplyRefusedError
+
+if TYPE_CHECKING:
+    from functions.settings import Settings
 
 _QUEUE_HOST = re.compile(r"^(sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?|[a-z0-9-]+\.queue\.amazonaws\.com)$")
 _QUEUE_PATH = re.compile(r"^/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
@@ -128,3 +131,19 @@ class ReplyAllowList:
 
     def __bool__(self) -> bool:
         return bool(self.entries)
+
+
+def allowlist_for(settings: Settings) -> ReplyAllowList:
+    """``MAAS_REPLY_ALLOWLIST`` parsed, refusing any S3 entry that overlaps the input prefix (results written
+    there would start batch jobs). The S3/SQS handlers call it at init, so a bad layout never handles an event."""
+    allowlist = ReplyAllowList.parse(settings.reply_allowlist)
+    for entry in allowlist.entries:
+        if not isinstance(entry, S3Destination) or (settings.batch_bucket and entry.bucket != settings.batch_bucket):
+            continue
+        if entry.prefix.startswith(settings.input_prefix) or settings.input_prefix.startswith(entry.prefix):
+            raise BatchConfigError(
+                f"MAAS_REPLY_ALLOWLIST entry {entry} overlaps the input prefix "
+                f"s3://{settings.batch_bucket or '<any bucket>'}/{settings.input_prefix}: results written there "
+                "would start batch jobs. Allow a prefix outside the input prefix"
+            )
+    return allowlist

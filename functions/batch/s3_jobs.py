@@ -31,7 +31,6 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyPersistenceLayerError
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.batch.engine import RunStats, WorkItem, run_items
 from functions.batch.exceptions import BatchConfigError, MalformedRecordError, StorageError
 from functions.batch.idempotency import persistence_layer
 from functions.batch.readers import (
@@ -45,16 +44,17 @@ from functions.batch.readers import (
     supported_suffixes,
 )
 from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
-from functions.batch.telemetry import MetricUnit, logger, metrics
 from functions.batch.types import ErrorBody, ErrorLine, JobSummary, ObjectInfo, ResultLine
 from functions.errors import MaasError, ModelNotFoundError, PayloadTooLargeError
+from functions.inference.batching import RunStats, WorkItem, run_items
 from functions.inference.pipelines.base import Pipeline
+from functions.telemetry import MetricUnit, logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-    from functions.batch.settings import BatchSettings
     from functions.inference.registry import ModelRegistry
+    from functions.settings import Settings
 
 _READ_CHUNK = 256 * 1024
 
@@ -93,7 +93,7 @@ class _Tally:
 
 
 class S3JobRunner:
-    def __init__(self, settings: BatchSettings, registry: ModelRegistry, s3: S3Client, dynamodb: Any = None) -> None:
+    def __init__(self, settings: Settings, registry: ModelRegistry, s3: S3Client, dynamodb: Any = None) -> None:
         self.settings, self.registry, self.s3, self.dynamodb = settings, registry, s3, dynamodb
 
     def handle(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -41,21 +41,21 @@ from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyIt
 from aws_lambda_powertools.utilities.idempotency.persistence.datarecord import STATUS_CONSTANTS
 from pydantic import ValidationError
 
-from functions.batch.engine import RunStats, WorkItem, run_items
 from functions.batch.exceptions import MessageInProgressError, PoisonMessageError, ReplyRefusedError
 from functions.batch.idempotency import persistence_layer
-from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination
+from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination, allowlist_for
 from functions.batch.s3_jobs import S3JobRunner
-from functions.batch.telemetry import MetricUnit, logger, metrics
 from functions.batch.types import InferenceReply, InferenceRequest
 from functions.errors import MaasError
+from functions.inference.batching import RunStats, WorkItem, run_items
+from functions.telemetry import MetricUnit, logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sqs import SQSClient
 
-    from functions.batch.settings import BatchSettings
     from functions.inference.registry import ModelRegistry
+    from functions.settings import Settings
 
 
 @dataclass
@@ -111,11 +111,11 @@ class MessageClaims:
 
 class SqsInferenceRunner:
     def __init__(
-        self, settings: BatchSettings, registry: ModelRegistry, *, s3: S3Client, sqs: SQSClient, dynamodb: Any = None
+        self, settings: Settings, registry: ModelRegistry, *, s3: S3Client, sqs: SQSClient, dynamodb: Any = None
     ) -> None:
         self.settings, self.registry = settings, registry
         self.s3, self.sqs, self.dynamodb = s3, sqs, dynamodb
-        self.allowlist: ReplyAllowList = settings.allowlist()
+        self.allowlist: ReplyAllowList = allowlist_for(settings)
         self.s3_jobs = S3JobRunner(settings, registry, s3, dynamodb)
 
     def handle(self, event: dict[str, Any], context: Any = None) -> PartialItemFailureResponse:

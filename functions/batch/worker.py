@@ -19,26 +19,16 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from functions.batch.s3io import dynamodb_client, s3_client, sqs_client
-from functions.batch.settings import get_batch_settings
 from functions.batch.sqs_jobs import SqsInferenceRunner
-from functions.batch.telemetry import logger, metrics
 from functions.context import DeadlineContext
+from functions.settings import get_settings
+from functions.telemetry import logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import MessageTypeDef
-
-
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MAAS_", extra="ignore")
-
-    queue_url: str
-    wait_seconds: int = Field(20, ge=0, le=20)  # SQS long polling
-    max_messages: int = Field(10, ge=1, le=10)
 
 
 class QueueWorker:
@@ -94,18 +84,22 @@ class QueueWorker:
 
 
 def main() -> None:
+    from functions.batch.replies import allowlist_for
+    from functions.errors import SettingsError
     from functions.inference.registry import get_registry
 
-    worker_settings = WorkerSettings()  # MAAS_QUEUE_URL is required
-    settings = get_batch_settings()
+    settings = get_settings()
+    if not settings.queue_url:
+        raise SettingsError("MAAS_QUEUE_URL is not set: the queue worker needs the URL of the queue it polls")
+    allowlist_for(settings)  # an unsafe reply layout stops the worker before it takes a message
     s3, sqs = s3_client(settings.expected_bucket_owner), sqs_client()
     runner = SqsInferenceRunner(settings, get_registry(), s3=s3, sqs=sqs,
                                 dynamodb=dynamodb_client() if settings.idempotency_table else None)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    logger.info("queue worker started", extra={"queue_url": worker_settings.queue_url})
-    QueueWorker(runner, sqs, worker_settings.queue_url).run(
-        stop, max_messages=worker_settings.max_messages, wait_seconds=worker_settings.wait_seconds)
+    logger.info("queue worker started", extra={"queue_url": settings.queue_url})
+    QueueWorker(runner, sqs, settings.queue_url).run(
+        stop, max_messages=settings.max_messages, wait_seconds=settings.wait_seconds)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger
 from mangum import Mangum
 
-from functions.api.app import create_app
 from functions.inference.registry import get_registry
+from functions.telemetry import logger
+from functions.web.app import create_app
 
-logger = Logger(service="maas")
 app = create_app(get_registry())
 _mangum = Mangum(app, lifespan="off")
 

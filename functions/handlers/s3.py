@@ -9,20 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from functions.batch.replies import allowlist_for
 from functions.batch.s3_jobs import S3JobRunner
 from functions.batch.s3io import dynamodb_client, s3_client
-from functions.batch.settings import get_batch_settings
-from functions.batch.telemetry import logger, metrics
 from functions.inference.registry import get_registry
+from functions.settings import get_settings
+from functions.telemetry import logger, metrics
 
-get_batch_settings()
+allowlist_for(get_settings())  # an unsafe layout stops the function at init, before any event
 get_registry()
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings = get_batch_settings()
+    settings = get_settings()
     runner = S3JobRunner(
         settings,
         get_registry(),

@@ -11,20 +11,21 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 
+from functions.batch.replies import allowlist_for
 from functions.batch.s3io import dynamodb_client, s3_client, sqs_client
-from functions.batch.settings import get_batch_settings
 from functions.batch.sqs_jobs import SqsInferenceRunner
-from functions.batch.telemetry import logger, metrics
 from functions.inference.registry import get_registry
+from functions.settings import get_settings
+from functions.telemetry import logger, metrics
 
-get_batch_settings()
+allowlist_for(get_settings())  # an unsafe layout stops the function at init, before any event
 get_registry()
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
-    settings = get_batch_settings()
+    settings = get_settings()
     runner = SqsInferenceRunner(
         settings,
         get_registry(),

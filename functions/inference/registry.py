@@ -7,16 +7,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
 from functions.contract import Manifest
 from functions.errors import ArtifactError, MaasError, ModelNotFoundError, ModelNotReadyError
 from functions.inference.loader import resolve_artifact
 from functions.inference.pipelines import PIPELINES, Pipeline
 from functions.inference.session import resolve_providers
 from functions.settings import Settings, get_settings
-
-logger = Logger(service="maas")
+from functions.telemetry import logger
 
 
 def load_pipeline(

@@ -55,14 +55,14 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
     from moto import mock_aws
 
     from functions.batch.s3_jobs import S3JobRunner
-    from functions.batch.settings import BatchSettings
     from functions.inference.registry import ModelRegistry
+    from functions.settings import Settings
     from maas_dev.local_aws import local_context, s3_put_event
 
     batch = pipeline.limits.max_batch
     registry = ModelRegistry()
     registry.add(pipeline)
-    settings = BatchSettings(batch_bucket=BUCKET)
+    settings = Settings(batch_bucket=BUCKET)
     url = f"/models/{pipeline.name}/predict"
     results: dict[str, Any] = {"batch": batch, "records": count, "rounds": rounds, "sets": {}}
     for set_name, texts in records(pipeline, seq, count).items():

@@ -45,7 +45,7 @@ def run_generation_bench(
 ) -> Path:
     import torch
 
-    from functions.inference.generation import Generation, KVCacheDecoder, Sampler, SamplingParams
+    from functions.inference.decoding import Generation, KVCacheDecoder, Sampler, SamplingParams
     from functions.inference.loader import verify_artifact
     from functions.inference.pipelines.generation import GenerationPipeline
     from functions.inference.registry import pipeline_for

@@ -23,7 +23,7 @@ def microbatch_throughput(
 ) -> dict[str, Any]:
     import httpx
 
-    from functions.inference.microbatch import MicroBatcher
+    from functions.inference.batching import MicroBatcher
     from functions.inference.registry import ModelRegistry
     from functions.settings import Settings
     from maas_dev.server import BackgroundServer

@@ -27,7 +27,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from transformers import LlamaForCausalLM
 
-from functions.inference.generation.loop import KV_CACHE_METADATA, SHARED_BUFFER
+from functions.inference.decoding.kv_cache import KV_CACHE_METADATA, SHARED_BUFFER
 from model_build.export_decoder import cache_names
 
 OPSET = 18

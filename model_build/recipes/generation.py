@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from functions.contract import GateResult, Quantization
-from functions.inference.generation import ChatMessage, GenerationConfig, SamplingParams, render_chat
-from functions.inference.generation.config import CONFIG_KEY
+from functions.inference.decoding import ChatMessage, GenerationConfig, SamplingParams, render_chat
+from functions.inference.decoding.config import CONFIG_KEY
 from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.generation import GenerationPipeline
 from functions.inference.registry import pipeline_for

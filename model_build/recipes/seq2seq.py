@@ -80,7 +80,7 @@ class Seq2SeqRecipe(Recipe):
         served = self._pipeline(served_artifact)
         max_new = self.settings.default_max_new_tokens
         batches = [
-            fp32._encode(texts[i : i + validate.EVAL_BATCH], True) for i in range(0, len(texts), validate.EVAL_BATCH)
+            fp32.encoder.encode(texts[i : i + validate.EVAL_BATCH], truncate=True) for i in range(0, len(texts), validate.EVAL_BATCH)
         ]
         reference = [torch_generate(self.model, _torch(b), max_new_tokens=max_new) for b in batches]
         greedy = [fp32.generate(b, max_new_tokens=max_new) for b in batches]
@@ -94,7 +94,7 @@ class Seq2SeqRecipe(Recipe):
             served_top1 = served.forced_logits(batch, ref).argmax(-1)
             agree += int((served_top1 == expected.argmax(-1))[valid].sum())
             positions += int(valid.sum())
-        beam_batch = fp32._encode(texts[:BEAM_INPUTS], True)
+        beam_batch = fp32.encoder.encode(texts[:BEAM_INPUTS], truncate=True)
         beam_ref = torch_generate(self.model, _torch(beam_batch), max_new_tokens=max_new, num_beams=GATE_BEAMS)
         beam = fp32.generate(beam_batch, max_new_tokens=max_new, num_beams=GATE_BEAMS)
         flat_ref, flat_fp32 = _flat(reference), _flat(greedy)

@@ -24,7 +24,7 @@ from transformers import AutoModelForSeq2SeqLM, PreTrainedModel
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from functions.contract import Task
-from functions.inference.pipelines.seq2seq import GenerationSettings, cache_input_names, cache_output_names
+from functions.inference.decoding.search import Seq2SeqConfig, cache_input_names, cache_output_names
 from model_build.sources import SourceModel
 
 OPSET = 18
@@ -197,7 +197,7 @@ _UNSUPPORTED = {
 }
 
 
-def generation_settings(model: PreTrainedModel, *, max_source_tokens: int) -> GenerationSettings:
+def generation_settings(model: PreTrainedModel, *, max_source_tokens: int) -> Seq2SeqConfig:
     """The checkpoint's generation config in the runtime's terms; raises on options the runtime lacks."""
     gen, config = model.generation_config, model.config
     for name, neutral in _UNSUPPORTED.items():
@@ -223,7 +223,7 @@ def generation_settings(model: PreTrainedModel, *, max_source_tokens: int) -> Ge
             f"limits.max_seq_len={max_source_tokens} exceeds the model's {positions} positions; lower it in the catalog"
         )
     limit = min(MAX_POSITIONS_SERVED, positions - 1)
-    return GenerationSettings(
+    return Seq2SeqConfig(
         decoder_start_token_id=int(start),
         eos_token_ids=eos,
         pad_token_id=int(pad),

@@ -12,8 +12,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from functions.inference.generation import Generation, Sampler, SamplingParams
-from functions.inference.generation.loop import KVCacheDecoder
+from functions.inference.decoding import Generation, Sampler, SamplingParams
+from functions.inference.decoding.kv_cache import KVCacheDecoder
 from model_build.graph.decoder_graph import build_decoder_graph, unsupported
 
 IDS = [5, 17, 99, 3, 42, 64, 7, 120, 11, 8, 77, 31]

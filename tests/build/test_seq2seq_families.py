@@ -74,7 +74,7 @@ def test_family_greedy_and_beam_equal_transformers(family, tmp_path: Path) -> No
                    fields=recipe.manifest_fields())  # fmt: skip
     pipeline = pipeline_for(tmp_path / "art", verify_artifact(tmp_path / "art"), warmup=False)
     assert isinstance(pipeline, TranslationPipeline)
-    batch = pipeline._encode(TEXTS, truncate=False)
+    batch = pipeline.encoder.encode(TEXTS, truncate=False)
     feeds = {"input_ids": torch.from_numpy(batch.input_ids), "attention_mask": torch.from_numpy(batch.attention_mask)}
     for beams in (1, 3):
         expected = torch_generate(source.module, feeds, max_new_tokens=16, num_beams=beams)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from functions.batch.settings import get_batch_settings
+from functions.settings import get_settings
 from maas_dev.local_aws import run_s3_job, run_sqs_event
 from tests.conftest import EVENTS_DIR
 
@@ -20,17 +20,17 @@ def handlers(monkeypatch, registry):
     for name in ("MAAS_BATCH_BUCKET", "MAAS_IDEMPOTENCY_TABLE", "MAAS_EXPECTED_BUCKET_OWNER", "MAAS_OUTPUT_PART_BYTES"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", "s3://maas-local/replies/")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     monkeypatch.setattr(s3_module, "get_registry", lambda: registry)
     monkeypatch.setattr(sqs_module, "get_registry", lambda: registry)
     yield
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 def test_s3_job_over_http_with_a_multipart_output(handlers, tmp_path, monkeypatch):
     # GIVEN 1,000 lines whose results (all 157 intent scores each) exceed one 5 MiB upload part
     monkeypatch.setenv("MAAS_OUTPUT_PART_BYTES", str(5 * 1024 * 1024))
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     lines = [json.dumps({"id": f"u{i}", "inputs": f"please book flight number {i}", "parameters": {"top_k": 157}})
              for i in range(1_000)]
     lines.insert(500, '{"id": "bad", "inputs": ')

@@ -9,13 +9,13 @@ from maas_dev.server import BackgroundServer
 def test_batch_throughput_runs_every_path_on_the_same_records(registry, monkeypatch):
     pipeline = registry.get("minilm-embed")
     calls: list[int] = []
-    original = pipeline.predict
+    original = pipeline.execute
 
-    def spy(inputs, parameters=None):  # type: ignore[no-untyped-def]
-        calls.append(len(inputs))
-        return original(inputs, parameters)
+    def spy(features, parameters):  # type: ignore[no-untyped-def]
+        calls.append(len(features))
+        return original(features, parameters)
 
-    monkeypatch.setattr(pipeline, "predict", spy)
+    monkeypatch.setattr(pipeline, "execute", spy)  # every path runs the model through execute
     with BackgroundServer(registry) as server:
         result = batch_throughput(pipeline, server, seq=32, count=48, rounds=1)
     assert result["batch"] == pipeline.limits.max_batch and set(result["sets"]) == {"uniform", "mixed"}
@@ -23,7 +23,7 @@ def test_batch_throughput_runs_every_path_on_the_same_records(registry, monkeypa
         assert set(figures["records_per_s"]) == {"bare_session_run", "pipeline_in_process", "http_task_api", "s3_job"}
         assert all(rate > 0 for rate in figures["records_per_s"].values())
         assert figures["fraction_of_bare"]["bare_session_run"] == 1.0
-    # every path predicted all 48 records of both sets in chunks of at most max_batch (warm-up + 1 timed round)
+    # every path ran all 48 records of both sets in chunks of at most max_batch (warm-up + 1 timed round)
     assert sum(calls) == 48 * 2 * 2 * 3 and max(calls) <= pipeline.limits.max_batch
     lines = "\n".join(batch_lines(result))
     assert "| uniform |" in lines and "| mixed |" in lines

@@ -40,7 +40,7 @@ def test_invoke_runs_the_http_handler_on_an_event(built_artifacts, monkeypatch):
     importlib.reload(http_module)
     result = runner.invoke(app, ["invoke", str(EVENTS_DIR / "apigw_v1_predict_embed.json")])
     assert result.exit_code == 0, result.output
-    response = json.loads(result.output)
+    response = json.loads(result.stdout)
     assert response["statusCode"] == 200 and len(json.loads(response["body"])["outputs"]) == 2
 
 

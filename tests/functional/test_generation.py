@@ -58,8 +58,8 @@ def registry(artifact: Path) -> Any:
 def client(registry: Any) -> Iterator[Any]:
     from fastapi.testclient import TestClient
 
-    from functions.api.app import create_app
     from functions.settings import Settings
+    from functions.web.app import create_app
 
     with TestClient(create_app(registry, Settings()), raise_server_exceptions=False) as test_client:
         yield test_client
@@ -254,7 +254,7 @@ def test_served_decoder_keeps_its_cache_in_shared_buffers_with_the_same_tokens(r
     each step's presents back, including when the buffer must grow past the capacity it was given."""
     import numpy as np
 
-    from functions.inference.generation import KVCacheDecoder
+    from functions.inference.decoding import KVCacheDecoder
 
     pipeline = registry.get(MODEL)
     assert pipeline.decoder.shared_buffer  # the served artifact is the GroupQueryAttention graph

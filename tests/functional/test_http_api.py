@@ -121,9 +121,9 @@ def test_unknown_model_404_in_each_protocol_shape(client):
 def test_model_that_failed_to_load_is_503_and_not_ready(built_artifacts, tmp_path):
     from fastapi.testclient import TestClient
 
-    from functions.api.app import create_app
     from functions.inference.registry import registry_from_settings
     from functions.settings import Settings
+    from functions.web.app import create_app
 
     registry = registry_from_settings(Settings(models=str(tmp_path / "missing-artifact")))
     with TestClient(create_app(registry)) as c:

@@ -46,7 +46,7 @@ def image_registry():  # type: ignore[no-untyped-def]
 def api(image_registry):  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
-    from functions.api.app import create_app
+    from functions.web.app import create_app
 
     with TestClient(create_app(image_registry), raise_server_exceptions=False) as test_client:
         yield test_client
@@ -162,7 +162,9 @@ def test_tritonclient_fp32_pixel_tensor(triton, image_registry):
     result = triton.infer(MODEL, [tensor])
     labels = [x.decode() for x in result.as_numpy("label")]
     assert labels[0] == "espresso" and labels[1] in {"missile", "projectile", "space shuttle"}
-    from_bytes = pipeline.infer_tensors({"image": np.array([photo("coffee")], dtype=object)})
+    from functions.protocols.oip import mapping
+
+    from_bytes = mapping.infer(pipeline, {"image": np.array([photo("coffee")], dtype=object)}, {})
     assert np.allclose(result.as_numpy("probabilities")[0], from_bytes["probabilities"][0], atol=1e-6)
 
 

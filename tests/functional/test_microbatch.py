@@ -6,11 +6,11 @@ import asyncio
 
 import httpx
 import numpy as np
+from functions.inference.batching import MicroBatcher
 
-from functions.api.app import create_app
 from functions.errors import PayloadTooLargeError
-from functions.inference.microbatch import MicroBatcher
 from functions.settings import Settings
+from functions.web.app import create_app
 
 TEXTS = [f"request number {i} asks about {topic}" for i, topic in enumerate(
     ["the weather", "a flight", "my bank balance", "a recipe", "music", "the news", "a timer", "translation"] * 2)]
@@ -31,7 +31,7 @@ def test_concurrent_single_requests_share_runs_and_get_their_own_vectors(registr
     batcher = MicroBatcher(pipeline, max_wait_ms=20)
     results = asyncio.run(_concurrently(batcher, [([t], None) for t in TEXTS]))
     alone = [pipeline.predict([t]) for t in TEXTS]
-    assert batcher.stats.requests == len(TEXTS) and batcher.stats.runs < len(TEXTS) // 2
+    assert batcher.stats.items == len(TEXTS) and batcher.stats.runs < len(TEXTS) // 2
     assert batcher.stats.largest_run > 1
     for i, result in enumerate(results):
         assert len(result.outputs) == 1
@@ -83,7 +83,7 @@ def test_the_http_api_micro_batches_when_enabled(registry):
         assert _cosine(body["data"][0]["embedding"], alone.outputs[0]) > 0.99
     stats = {name: b.stats for name, b in app.state.batchers.items()}
     assert set(stats) == {"intent-classifier", "minilm-embed"}
-    assert all(s.requests == 8 and s.runs < 8 for s in stats.values())
+    assert all(s.items == 8 and s.runs < 8 for s in stats.values())
 
 
 def test_micro_batching_is_off_by_default(registry, monkeypatch):
@@ -95,17 +95,39 @@ def test_micro_batching_is_off_by_default(registry, monkeypatch):
 def test_a_result_that_cannot_be_split_fails_its_callers_instead_of_hanging(registry, monkeypatch):
     pipeline = registry.get("minilm-embed")
     batcher = MicroBatcher(pipeline, max_wait_ms=20)
-    original = pipeline.predict
+    original = pipeline.execute
 
-    def short(inputs, parameters=None):  # type: ignore[no-untyped-def]
-        result = original(inputs, parameters)
-        result.outputs = result.outputs[:-1]  # one output missing: split_result must not hand out a wrong slice
-        return result
+    def short(features, parameters):  # type: ignore[no-untyped-def]
+        return original(features, parameters)[:-1]  # one output missing: never hand out a wrong slice
 
-    monkeypatch.setattr(pipeline, "predict", short)
+    monkeypatch.setattr(pipeline, "execute", short)
 
     async def run() -> list:
         return await asyncio.wait_for(_concurrently(batcher, [([t], None) for t in TEXTS[:4]]), timeout=30)
 
     results = asyncio.run(run())
     assert len(results) == 4 and all(isinstance(r, Exception) for r in results)
+
+
+def test_one_poison_request_among_30_good_ones_fails_alone_over_http(registry):
+    """GIVEN micro-batching on (the GPU container's default) WHEN 30 good requests and one whose text holds a lone
+    UTF-16 surrogate arrive together THEN the 30 get 200 with their own vectors and the poison one a 422 naming it."""
+    app = create_app(registry, Settings(microbatch=True, microbatch_wait_ms=50))
+    poison = '{"inputs": "bad \\ud800 text"}'  # valid JSON; the string it decodes to has no UTF-8 form
+
+    async def call() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            good = [client.post("/models/minilm-embed/predict", json={"inputs": f"{TEXTS[i % 16]} {i}"})
+                    for i in range(30)]
+            bad = client.post("/models/minilm-embed/predict", content=poison,
+                              headers={"content-type": "application/json"})
+            return await asyncio.gather(*good, bad)
+
+    for _ in range(3):  # the report saw 30 x 500 in three rounds out of three
+        responses = asyncio.run(call())
+        assert [r.status_code for r in responses[:30]] == [200] * 30
+        assert responses[30].status_code == 422
+        error = responses[30].json()["error"]
+        assert error["param"] == "inputs[0]" and "surrogate" in error["message"]
+    assert app.state.batchers["minilm-embed"].stats.runs < 3 * 30  # the good requests did share runs

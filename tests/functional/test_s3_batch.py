@@ -15,9 +15,9 @@ from moto import mock_aws
 
 from functions.batch.exceptions import StorageError
 from functions.batch.s3io import clear_clients, s3_client
-from functions.batch.settings import get_batch_settings
 from functions.contract import Limits, Task
-from functions.inference.pipelines.base import TaskResult
+from functions.inference.pipelines.base import Prepared, TaskParameters, TaskResult
+from functions.settings import get_settings
 from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY, local_context, s3_put_event
 from tests.conftest import EVENTS_DIR
 
@@ -30,14 +30,14 @@ def s3(monkeypatch) -> Any:
     monkeypatch.setenv("MAAS_BATCH_BUCKET", BUCKET)
     for name in ("MAAS_IDEMPOTENCY_TABLE", "MAAS_EXPECTED_BUCKET_OWNER", "MAAS_INPUT_PREFIX", "MAAS_OUTPUT_PREFIX"):
         monkeypatch.delenv(name, raising=False)
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     with mock_aws():
         clear_clients()
         client = boto3.client("s3", region_name="us-east-1")
         client.create_bucket(Bucket=BUCKET)
         yield client
     clear_clients()
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -70,14 +70,15 @@ def bucket_state(s3: Any) -> dict[str, tuple[str, str]]:
 
 
 def count_predicts(monkeypatch, pipeline) -> list[int]:
+    """The size of every model run (every path runs the model through ``execute``)."""
     calls: list[int] = []
-    original = pipeline.predict
+    original = pipeline.execute
 
-    def spy(inputs, parameters=None):
-        calls.append(len(inputs))
-        return original(inputs, parameters)
+    def spy(features, parameters):
+        calls.append(len(features))
+        return original(features, parameters)
 
-    monkeypatch.setattr(pipeline, "predict", spy)
+    monkeypatch.setattr(pipeline, "execute", spy)
     return calls
 
 
@@ -230,7 +231,7 @@ def test_a_failed_output_write_fails_the_invocation_and_leaves_nothing_partial(s
 
 def test_expected_bucket_owner_is_sent_on_every_s3_call(s3, handler, monkeypatch):
     monkeypatch.setenv("MAAS_EXPECTED_BUCKET_OWNER", "123456789012")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     seen: list[tuple[str, str | None]] = []
     s3_client("123456789012").meta.events.register(
         "before-call.s3", lambda model, params, **_: seen.append(
@@ -241,7 +242,7 @@ def test_expected_bucket_owner_is_sent_on_every_s3_call(s3, handler, monkeypatch
 
 def test_dynamodb_idempotency_table_when_configured(s3, handler, monkeypatch):
     monkeypatch.setenv("MAAS_IDEMPOTENCY_TABLE", "maas-idempotency")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     dynamodb = boto3.client("dynamodb", region_name="us-east-1")
     dynamodb.create_table(TableName="maas-idempotency", KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
                           AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
@@ -257,7 +258,7 @@ def test_dynamodb_idempotency_table_when_configured(s3, handler, monkeypatch):
 def test_the_sample_event_replays_against_its_documented_object(s3, handler, monkeypatch):
     # GIVEN events/s3_put.json and the object it announces (docs/batch.md)
     monkeypatch.setenv("MAAS_BATCH_BUCKET", "maas-local")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     s3.create_bucket(Bucket="maas-local")
     s3.put_object(Bucket="maas-local", Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
     event = json.loads((EVENTS_DIR / "s3_put.json").read_text())
@@ -276,10 +277,17 @@ class FakeImagePipeline:
     class manifest:  # mimics Pipeline.manifest
         version = "0000000000000000"
 
-    def check_batch(self, count: int) -> None: ...
+    def has(self, capability: Any) -> bool:
+        return False
 
-    def predict(self, inputs: list[Any], parameters: Any = None) -> TaskResult:
-        return TaskResult([[{"label": "bytes", "score": float(len(x))}] for x in inputs])
+    def prepare(self, inputs: list[Any], parameters: Any = None) -> Prepared[TaskParameters]:
+        return Prepared(list(inputs), TaskParameters())
+
+    def execute(self, features: list[bytes], parameters: Any) -> list[int]:
+        return [len(x) for x in features]
+
+    def finish(self, outputs: list[int], prepared: Any) -> TaskResult:
+        return TaskResult([[{"label": "bytes", "score": float(n)}] for n in outputs])
 
 
 def test_image_objects_and_image_manifests(s3, handler, registry, monkeypatch):
@@ -318,7 +326,7 @@ def test_per_model_prefixes_as_infra_deploys_them(s3, handler, monkeypatch):
     # GIVEN the function's own folders, inputs/<model>/ → outputs/<model>/ (one prefix pair per function)
     monkeypatch.setenv("MAAS_INPUT_PREFIX", f"inputs/{MODEL}/")
     monkeypatch.setenv("MAAS_OUTPUT_PREFIX", f"outputs/{MODEL}/")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     # WHEN objects arrive directly in, and below, the model's folder THEN outputs mirror their paths
     handler(upload(s3, f"inputs/{MODEL}/a.jsonl", b'{"id": 1, "inputs": "a"}\n'), local_context())
     handler(upload(s3, f"inputs/{MODEL}/team/b.csv", b"text\nhello\n"), local_context())

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from functions.batch.s3io import clear_clients, s3_client
-from functions.batch.settings import get_batch_settings
+from functions.settings import get_settings
 from maas_dev.local_aws import local_context, sqs_event
 from tests.conftest import EVENTS_DIR
 
@@ -30,7 +30,7 @@ def aws(monkeypatch) -> Any:
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", f"{REPLIES},{QUEUE_URL}")
     for name in ("MAAS_IDEMPOTENCY_TABLE", "MAAS_EXPECTED_BUCKET_OWNER"):
         monkeypatch.delenv(name, raising=False)
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     with mock_aws():
         clear_clients()
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -40,7 +40,7 @@ def aws(monkeypatch) -> Any:
         assert sqs.create_queue(QueueName="maas-replies")["QueueUrl"] == QUEUE_URL
         yield SimpleNamespace(s3=s3, sqs=sqs)
     clear_clients()
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_a_batch_of_100_with_7_poison_messages(aws, handler, registry, monkeypat
     calls: list[int] = []
     for name in ("minilm-embed", "intent-classifier"):
         pipeline = registry.get(name)
-        monkeypatch.setattr(pipeline, "predict", lambda x, p=None, f=pipeline.predict: calls.append(len(x)) or f(x, p))
+        monkeypatch.setattr(pipeline, "execute", lambda x, p, f=pipeline.execute: calls.append(len(x)) or f(x, p))
 
     # WHEN the batch is handled
     response = handler(event, local_context())
@@ -179,7 +179,7 @@ def test_sample_event_through_maas_invoke_dispatch(aws, handler, monkeypatch):
     from maas_dev.invoke import invoke_event
 
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", "s3://maas-local/replies/")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     aws.s3.create_bucket(Bucket="maas-local")
     event = json.loads((EVENTS_DIR / "sqs_batch.json").read_text())
     # WHEN `maas invoke` dispatches it THEN the poison ones are reported and the good ones answered
@@ -192,7 +192,7 @@ def test_sample_event_through_maas_invoke_dispatch(aws, handler, monkeypatch):
 def test_a_reply_can_never_overwrite_batch_job_state(aws, handler, monkeypatch):
     # GIVEN replies allowed into the batch bucket's output prefix (as infra allows them)
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", f"s3://{STATE_BUCKET}/outputs/")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     reply_to = f"s3://{STATE_BUCKET}/outputs/minilm-embed/"
     event = sqs_event([request("big.jsonl.summary", ["x"], reply_to=reply_to),
                        request("h", ["x"], reply_to=f"s3://{STATE_BUCKET}/outputs/.idempotency/"),

@@ -10,9 +10,9 @@ import pytest
 from moto import mock_aws
 
 from functions.batch.s3io import clear_clients, s3_client, sqs_client
-from functions.batch.settings import get_batch_settings
 from functions.batch.sqs_jobs import SqsInferenceRunner
 from functions.batch.worker import QueueWorker
+from functions.settings import get_settings
 from maas_dev.local_aws import s3_put_event
 
 BUCKET = "maas-batch"
@@ -24,16 +24,16 @@ def worker(monkeypatch, registry) -> Any:
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", f"s3://{BUCKET}/replies/")
     for name in ("MAAS_IDEMPOTENCY_TABLE", "MAAS_EXPECTED_BUCKET_OWNER", "MAAS_INPUT_PREFIX", "MAAS_OUTPUT_PREFIX"):
         monkeypatch.delenv(name, raising=False)
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     with mock_aws():
         clear_clients()
         s3, sqs = s3_client(""), sqs_client()
         s3.create_bucket(Bucket=BUCKET)
         url = sqs.create_queue(QueueName="maas-jobs", Attributes={"VisibilityTimeout": "120"})["QueueUrl"]
-        runner = SqsInferenceRunner(get_batch_settings(), registry, s3=s3, sqs=sqs)
+        runner = SqsInferenceRunner(get_settings(), registry, s3=s3, sqs=sqs)
         yield QueueWorker(runner, sqs, url)
     clear_clients()
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 def in_flight(worker: Any) -> tuple[int, int]:

@@ -16,11 +16,11 @@ import torch
 from fastapi.testclient import TestClient
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
-from functions.api.app import create_app
 from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.seq2seq import TranslationParameters, TranslationPipeline
 from functions.inference.registry import ModelRegistry, pipeline_for
 from functions.settings import Settings
+from functions.web.app import create_app
 from model_build.build import BuildResult, build_model
 from model_build.catalog import load_catalog
 from model_build.validate import DATA_DIR
@@ -354,6 +354,6 @@ def test_generation_options_the_runtime_lacks_are_refused(torch_model) -> None: 
 
 def test_manifest_config_is_the_runtime_contract(build: tuple[BuildResult, Path]) -> None:
     manifest = json.loads((build[0].artifact_dir / "manifest.json").read_text())
-    from functions.inference.pipelines.seq2seq import GenerationSettings
+    from functions.inference.decoding.search import Seq2SeqConfig
 
-    assert GenerationSettings.model_validate(manifest["config"]).max_beams == 8
+    assert Seq2SeqConfig.model_validate(manifest["config"]).max_beams == 8

@@ -155,7 +155,7 @@ def test_runtime_requirements_cover_every_task_and_stay_torch_free() -> None:
     }
     # onnxruntime + tokenizers (text), pillow (image-classification), the API and the batch runtime.
     assert {"onnxruntime", "tokenizers", "numpy", "pillow", "fastapi", "mangum", "aws-lambda-powertools"} <= names
-    assert "pydantic-settings" in names  # functions/batch/settings.py
+    assert "pydantic-settings" in names  # functions.settings.py
     assert not names & {"torch", "transformers", "boto3"}  # boto3: Lambda's; the GPU image adds its own
 
 

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 from moto import mock_aws
 
 from functions.batch.s3io import clear_clients, s3_client, sqs_client
-from functions.batch.settings import get_batch_settings
+from functions.settings import get_settings
 from maas_dev.local_aws import local_context, sqs_event
 from tests.reliability.support import assert_clean_error
 
@@ -29,8 +29,8 @@ EMBED = "minilm-embed"
 def keyed_client(registry):
     from fastapi.testclient import TestClient
 
-    from functions.api.app import create_app
     from functions.settings import Settings
+    from functions.web.app import create_app
 
     settings = Settings(api_keys=",".join(KEYS))
     with TestClient(create_app(registry, settings), raise_server_exceptions=False) as client:
@@ -77,7 +77,7 @@ def test_every_route_but_health_needs_a_valid_key(keyed_client, record):
 
 
 def test_keys_are_compared_in_constant_time_against_every_key(keyed_client, monkeypatch):
-    import functions.api.security as security
+    import functions.web.security as security
 
     compared: list[bytes] = []
     original = security.hmac.compare_digest
@@ -109,7 +109,7 @@ def test_keys_are_compared_in_constant_time_against_every_key(keyed_client, monk
     ],
 )
 def test_loopback_detection(host, loopback):
-    from functions.api.security import is_loopback
+    from functions.web.security import is_loopback
 
     assert is_loopback(host) is loopback
 
@@ -204,7 +204,7 @@ def aws(monkeypatch):
     monkeypatch.setenv("MAAS_REPLY_ALLOWLIST", f"{ALLOWED_S3},{ALLOWED_QUEUE}")
     monkeypatch.setenv("MAAS_EXPECTED_BUCKET_OWNER", OWNER)
     monkeypatch.delenv("MAAS_IDEMPOTENCY_TABLE", raising=False)
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     with mock_aws():
         clear_clients()
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -220,7 +220,7 @@ def aws(monkeypatch):
             )
         yield SimpleNamespace(s3=s3, sqs=sqs, calls=calls)
     clear_clients()
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

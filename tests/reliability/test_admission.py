@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from functions.api.security import AdmissionControlMiddleware
+from functions.web.security import AdmissionControlMiddleware
 
 
 class GatedApp:

@@ -23,12 +23,12 @@ import pytest
 from fastapi.testclient import TestClient
 from moto import mock_aws
 
-from functions.api.app import create_app
 from functions.contract import FileEntry, Manifest, sha256_file
 from functions.errors import ArtifactError, IntegrityError
 from functions.inference.loader import UnsafeArtifactError
 from functions.inference.registry import ModelRegistry
 from functions.settings import Settings
+from functions.web.app import create_app
 from tests.reliability.support import assert_clean_error
 
 EMBED = "minilm-embed"
@@ -192,7 +192,7 @@ sys.addaudithook(lambda event, args: events.append(event) if event == "pickle.fi
 for name in ("load", "loads"):
     setattr(pickle, name, lambda *a, **k: events.append("pickle." + name))
 from fastapi.testclient import TestClient
-from functions.api.app import create_app
+from functions.web.app import create_app
 from functions.inference.registry import registry_from_settings
 from functions.settings import Settings
 registry = registry_from_settings(Settings(models="{built_artifacts[EMBED]},{built_artifacts["intent-classifier"]}"))

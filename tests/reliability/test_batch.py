@@ -24,7 +24,7 @@ from moto import mock_aws
 from moto.core.botocore_stubber import MockRawResponse
 
 from functions.batch.s3io import clear_clients, s3_client
-from functions.batch.settings import get_batch_settings
+from functions.settings import get_settings
 from maas_dev.local_aws import local_context, s3_put_event
 
 EMBED = "minilm-embed"
@@ -42,7 +42,7 @@ def aws(monkeypatch) -> Iterator[SimpleNamespace]:
         monkeypatch.delenv(name, raising=False)
     slept: list[float] = []  # botocore's retry back-off, recorded instead of slept
     monkeypatch.setattr(botocore.endpoint, "time", SimpleNamespace(sleep=slept.append))
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     with mock_aws():
         clear_clients()
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -58,21 +58,21 @@ def aws(monkeypatch) -> Iterator[SimpleNamespace]:
         )["QueueUrl"]
         yield SimpleNamespace(s3=s3, sqs=sqs, queue=queue, dlq=dlq, slept=slept, client=s3_client(""))
     clear_clients()
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
 
 
 @pytest.fixture
 def predicted(monkeypatch, registry) -> Counter[str]:
-    """Every text the models ran inference on, counted."""
+    """Every text the models ran inference on, counted (a prepared item always runs, or fails alone)."""
     seen: Counter[str] = Counter()
     for name in (EMBED, "intent-classifier"):
         pipeline = registry.get(name)
 
-        def spy(inputs: list[Any], parameters: Any = None, original: Callable[..., Any] = pipeline.predict) -> Any:
+        def spy(inputs: list[Any], parameters: Any = None, original: Callable[..., Any] = pipeline.prepare) -> Any:
             seen.update(str(i) for i in inputs)
             return original(inputs, parameters)
 
-        monkeypatch.setattr(pipeline, "predict", spy)
+        monkeypatch.setattr(pipeline, "prepare", spy)
     return seen
 
 
@@ -377,7 +377,7 @@ def test_s3_job_faults_on_output_writes(aws, s3_handler, record, label, fault_fo
 def test_s3_object_size_at_and_over_the_limit(aws, s3_handler, monkeypatch, record):
     line = b'{"id": 1, "inputs": "hello"}\n'
     monkeypatch.setenv("MAAS_MAX_OBJECT_BYTES", str(len(line) * 2))
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     statuses = {}
     for name, body in (("at", line * 2), ("over", line * 2 + b" ")):
         key = f"inputs/{EMBED}/{name}.jsonl"

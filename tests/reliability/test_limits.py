@@ -328,7 +328,7 @@ def test_an_unexpected_failure_is_a_500_that_leaks_nothing(client, registry, mon
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom in /work/main/functions/inference/session.py line 42 at 0x7f3a2b1c9d80")
 
-    for method in ("predict", "embed", "infer_tensors"):
+    for method in ("execute",):  # every protocol runs the model through execute
         monkeypatch.setattr(pipeline, method, broken)
     # WHEN each protocol calls it THEN a 500 in the protocol's shape says only to quote the request id
     for protocol in ROUTES:

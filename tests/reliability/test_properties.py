@@ -126,7 +126,7 @@ def test_task_api_never_fails_on_any_json(client, inputs, parameters):
 @given(body=st.binary(max_size=2000), header=st.one_of(st.none(), st.integers(-5, 2100).map(str), st.text(max_size=5)))
 @PROFILE
 def test_oip_codec_parses_or_refuses_any_bytes(body, header):
-    from functions.api.oip_codec import parse_infer_request
+    from functions.protocols.oip.codec import parse_infer_request
 
     try:
         parse_infer_request(body, header)

@@ -7,8 +7,9 @@ import importlib
 import pytest
 
 from functions.batch.exceptions import BatchConfigError, ReplyRefusedError
-from functions.batch.replies import QueueDestination, ReplyAllowList, S3Destination
-from functions.batch.settings import BatchSettings, get_batch_settings
+from functions.batch.replies import QueueDestination, ReplyAllowList, S3Destination, allowlist_for
+from functions.errors import SettingsError
+from functions.settings import Settings, get_settings
 
 
 @pytest.mark.parametrize(
@@ -26,12 +27,12 @@ from functions.batch.settings import BatchSettings, get_batch_settings
 )
 def test_unsafe_prefixes_are_refused_with_a_clear_error(input_prefix, output_prefix, why):
     # GIVEN a layout where outputs could trigger the input rule WHEN settings load THEN they are refused
-    with pytest.raises(BatchConfigError, match=why):
-        BatchSettings(input_prefix=input_prefix, output_prefix=output_prefix)
+    with pytest.raises(SettingsError, match=why):
+        Settings(input_prefix=input_prefix, output_prefix=output_prefix)
 
 
 def test_disjoint_prefixes_are_accepted():
-    settings = BatchSettings(input_prefix="jobs/in/", output_prefix="jobs/out/")
+    settings = Settings(input_prefix="jobs/in/", output_prefix="jobs/out/")
     assert settings.idempotency_prefix == "jobs/out/.idempotency/"
 
 
@@ -39,30 +40,30 @@ def test_handler_refuses_to_start_with_an_overlapping_output_prefix(monkeypatch)
     # GIVEN the function's environment names an output prefix inside the input prefix
     monkeypatch.setenv("MAAS_OUTPUT_PREFIX", "inputs/results/")
     monkeypatch.setenv("MAAS_MODELS", "")
-    get_batch_settings.cache_clear()
+    get_settings.cache_clear()
     try:
         # WHEN Lambda imports the handler (its init phase) THEN it fails before handling any event
-        with pytest.raises(BatchConfigError, match="S3 event loop"):
+        with pytest.raises(SettingsError, match="S3 event loop"):
             import functions.handlers.s3 as module
 
             importlib.reload(module)
     finally:
-        get_batch_settings.cache_clear()
+        get_settings.cache_clear()
 
 
 def test_expected_bucket_owner_must_be_an_account_id():
-    with pytest.raises(BatchConfigError, match="12-digit"):
-        BatchSettings(expected_bucket_owner="my-account")
+    with pytest.raises(SettingsError, match="12-digit"):
+        Settings(expected_bucket_owner="my-account")
 
 
 def test_allowlist_entry_inside_the_input_prefix_is_refused():
     with pytest.raises(BatchConfigError, match="overlaps the input prefix"):
-        BatchSettings(batch_bucket="jobs", reply_allowlist="s3://jobs/inputs/replies/")
+        allowlist_for(Settings(batch_bucket="jobs", reply_allowlist="s3://jobs/inputs/replies/"))
 
 
 def test_malformed_allowlist_entry_is_refused():
     with pytest.raises(BatchConfigError, match="MAAS_REPLY_ALLOWLIST entry 'ftp://x'"):
-        BatchSettings(reply_allowlist="ftp://x")
+        allowlist_for(Settings(reply_allowlist="ftp://x"))
 
 
 QUEUE = "https://sqs.eu-west-1.amazonaws.com/123456789012/results"
@@ -91,3 +92,23 @@ def test_allowlist_covers_prefixes_by_whole_segments_and_queues_exactly():
 def test_empty_allowlist_refuses_everything():
     with pytest.raises(ReplyRefusedError, match="allow-list"):
         ReplyAllowList.parse("").resolve("s3://results-bucket/x/")
+
+
+def test_every_variable_infra_writes_is_a_setting_the_runtime_reads(monkeypatch):
+    """GIVEN the contract's environment (what infra puts on a function) WHEN the runtime loads its settings from
+    exactly those variables THEN every MAAS_* value arrives in the field of the same name."""
+    from functions.contract.deployment import RuntimeEnvironment
+
+    environment = RuntimeEnvironment(
+        models="/var/task/artifacts/m", batch_bucket="jobs", input_prefix="in/", output_prefix="out/",
+        reply_allowlist="s3://jobs/out/replies/", expected_bucket_owner="123456789012", idempotency_table="t",
+        idempotency_ttl_seconds=3600, execution_providers="cuda,cpu", microbatch=True, microbatch_wait_ms=3.0,
+        queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/q", service_name="maas-m",
+    )
+    fields = RuntimeEnvironment.maas_fields()
+    assert set(fields) <= set(Settings.model_fields)
+    for name, value in environment.variables().items():
+        monkeypatch.setenv(name, value)
+    loaded = Settings()
+    for name in fields:
+        assert str(getattr(loaded, name)) == str(getattr(environment, name)), name

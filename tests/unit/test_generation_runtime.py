@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from functions.errors import InvalidInputError
-from functions.inference.generation import ChatMessage, FinishReason, Generation, Sampler, SamplingParams, render_chat
-from functions.inference.generation.loop import KVCache
+from functions.inference.decoding import ChatMessage, FinishReason, Generation, Sampler, SamplingParams, render_chat
+from functions.inference.decoding.kv_cache import KVCache
 from functions.inference.pipelines.generation import GenerationParameters, check_stop
 
 VOCAB = ["<eos>", "Hel", "lo", " wor", "ld", "!", " STOP", "\n", "é"]

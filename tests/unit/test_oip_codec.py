@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from functions.api import oip_codec
 from functions.errors import InvalidInputError
+from functions.protocols.oip import codec as oip_codec
 
 
 def binary_body(header: dict, blobs: list[bytes]) -> tuple[bytes, str]:

@@ -1,18 +1,18 @@
-"""Text generation (decoder-only LMs with a KV cache): task API, OIP v2, and the pieces the OpenAI routes use."""
+"""Text generation (decoder-only LMs with a KV cache): prompts → generations, and the pieces the OpenAI routes use."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import Field, ValidationError, model_validator
 from tokenizers import Tokenizer
 
 from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError, PayloadTooLargeError
-from functions.inference.generation import (
+from functions.inference.decoding import (
     ChatMessage,
     Generation,
     GenerationConfig,
@@ -21,11 +21,10 @@ from functions.inference.generation import (
     SamplingParams,
     render_chat,
 )
-from functions.inference.generation.config import CONFIG_KEY
-from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta
-from functions.inference.pipelines.text import TEXT_INPUT, texts_from_tensor
+from functions.inference.decoding.config import CONFIG_KEY
+from functions.inference.pipelines.base import Capability, Pipeline, Prepared, TaskParameters, TaskResult
+from functions.inference.tokenizer import check_text
 
-TEXT_OUTPUT = "text_output"
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 128
 
@@ -78,8 +77,18 @@ def check_stop(stop: list[str], param: str = "stop") -> tuple[str, ...]:
     return tuple(stop)
 
 
-class GenerationPipeline(Pipeline):
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt, ready to generate from: its token ids and its new-token budget."""
+
+    text: str
+    ids: list[int]
+    max_new_tokens: int
+
+
+class GenerationPipeline(Pipeline[GenerationParameters]):
     task = Task.TEXT_GENERATION
+    capabilities = frozenset({Capability.TEXT_INPUT, Capability.GENERATE})
     parameters_model = GenerationParameters
     spin_threads = True
 
@@ -99,8 +108,9 @@ class GenerationPipeline(Pipeline):
 
     # --- building blocks (also used by the OpenAI routes) -----------------------------------------
     def encode(self, text: str, *, param: str = "inputs") -> list[int]:
-        """Prompt text → token ids, refusing prompts over the model's limits (413)."""
+        """Prompt text → token ids, refusing prompts over the model's limits (413) or not valid text (422)."""
         limits = self.limits
+        check_text(text, param)
         if len(text) > limits.max_input_chars:
             raise PayloadTooLargeError(
                 f"{param} has {len(text)} characters; {self.name} accepts at most {limits.max_input_chars}",
@@ -163,51 +173,49 @@ class GenerationPipeline(Pipeline):
             stop=stop,
         )
 
-    def generate(self, prompt: str, params: GenerationParameters, *, param: str = "inputs") -> Generation:
-        ids = self.encode(prompt, param=param)
-        budget = self.new_token_budget(len(ids), params.max_new_tokens)
-        return self.generation(ids, max_new_tokens=budget, sampling=params.sampling(), stop=check_stop(params.stop))
-
-    # --- task API and OIP -------------------------------------------------------------------------
-    def _prompts(self, inputs: list[Any]) -> list[str]:
+    # --- prepare → execute → finish --------------------------------------------------------------------
+    def prepare(
+        self, inputs: Sequence[Any], parameters: Mapping[str, Any] | None = None
+    ) -> Prepared[GenerationParameters]:
+        """Every prompt encoded and checked before any is generated, so a bad item fails fast."""
+        params = self.parse_parameters(parameters)
+        check_stop(params.stop)
+        self.check_batch(len(inputs))
+        prompts: list[Prompt] = []
         for index, item in enumerate(inputs):
             if not isinstance(item, str):
                 raise InvalidInputError(
                     f"inputs[{index}] must be a prompt string, got {type(item).__name__}", param=f"inputs[{index}]"
                 )
-        if not inputs:
-            raise InvalidInputError("inputs is empty: send at least one prompt", param="inputs")
-        self.check_batch(len(inputs))
-        return list(inputs)
+            ids = self.encode(item, param=f"inputs[{index}]")
+            prompts.append(Prompt(item, ids, self.new_token_budget(len(ids), params.max_new_tokens)))
+        return Prepared(prompts, params, [len(p.ids) for p in prompts])
 
-    def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
-        params: GenerationParameters = self.parse_parameters(parameters)
-        prompts = self._prompts(inputs)
-        # Validate every prompt before generating any, so a bad item fails fast.
-        pending = [self.generate(p, params, param=f"inputs[{i}]") for i, p in enumerate(prompts)]
-        outputs = []
-        for prompt, generation in zip(prompts, pending, strict=True):
-            generation.run()
-            outputs.append(
+    def execute(self, features: Sequence[Prompt], parameters: GenerationParameters) -> list[Generation]:
+        """The prompts' generations, one after another."""
+        stop = tuple(parameters.stop)
+        return [
+            self.generation(p.ids, max_new_tokens=p.max_new_tokens, sampling=parameters.sampling(), stop=stop).run()
+            for p in features
+        ]
+
+    def finish(self, outputs: list[Generation], prepared: Prepared[GenerationParameters]) -> TaskResult:
+        params = prepared.parameters
+        texts = [p.text if params.return_full_text else "" for p in prepared.features]
+        return TaskResult(
+            [
                 {
-                    "generated_text": (prompt if params.return_full_text else "") + generation.text,
+                    "generated_text": prefix + generation.text,
                     "finish_reason": str(generation.finish_reason),
                     "generated_tokens": generation.completion_tokens,
                 }
-            )
-        return TaskResult(outputs, sum(g.prompt_tokens for g in pending), [False] * len(prompts))
-
-    def oip_inputs(self) -> list[TensorMeta]:
-        return [TensorMeta(TEXT_INPUT, "BYTES", [-1])]
-
-    def oip_outputs(self) -> list[TensorMeta]:
-        return [TensorMeta(TEXT_OUTPUT, "BYTES", [-1])]
-
-    def infer_tensors(
-        self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None
-    ) -> dict[str, np.ndarray]:
-        result = self.predict(list(texts_from_tensor(tensors[TEXT_INPUT])), parameters)
-        return {TEXT_OUTPUT: np.array([o["generated_text"].encode() for o in result.outputs], dtype=object)}
+                for prefix, generation in zip(texts, outputs, strict=True)
+            ],
+            sum(prepared.token_counts),
+            prepared.truncated,
+            prepared.token_counts,
+            output_tokens=sum(g.completion_tokens for g in outputs),
+        )
 
     def warmup(self) -> None:
         ids = self.encode("Hello")

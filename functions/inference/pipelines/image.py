@@ -13,19 +13,13 @@ from pydantic import Field, ValidationError
 
 from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError
-from functions.inference.images import ImagePreprocessing, pixel_batch
-from functions.inference.pipelines.base import Pipeline, TaskParameters, TaskResult, TensorMeta, classifier_outputs
-from functions.inference.postprocess import best_label_tensors, ranked_labels, softmax
-
-IMAGE_INPUT = "image"  # OIP BYTES input: encoded JPEG/PNG/WebP files (or their base64 text)
+from functions.inference.images import ImagePreprocessing, decode_image, image_bytes, preprocess
+from functions.inference.pipelines.base import Capability, Pipeline, Prepared, TaskParameters, TaskResult
+from functions.inference.postprocess import ranked_labels, softmax
 
 
 class ImageClassificationParameters(TaskParameters):
     top_k: int = Field(5, ge=1, description="how many labels to return per image, best first")
-
-
-class ImageTensorParameters(TaskParameters):
-    """OIP requests return fixed tensors (label, score, probabilities): there is nothing to choose."""
 
 
 def image_preprocessing(manifest: Manifest) -> ImagePreprocessing:
@@ -36,14 +30,15 @@ def image_preprocessing(manifest: Manifest) -> ImagePreprocessing:
         raise ArtifactError(f"{manifest.name}: manifest config.image is invalid: {exc}") from exc
 
 
-class ImageClassificationPipeline(Pipeline):
+class ImageClassificationPipeline(Pipeline[ImageClassificationParameters]):
     """Decode → center crop → resize → normalise (``functions.inference.images``) → ONNX → softmax.
 
-    Task API inputs are base64 strings, ``{"image": base64}`` objects or raw bytes (S3 batch jobs);
-    OIP takes either encoded images as BYTES (``image``) or a preprocessed FP32 ``[N, 3, H, W]`` tensor.
+    Inputs are base64 strings, ``{"image": base64}`` objects or raw bytes (S3 batch jobs); a feature is one
+    image's ``(3, size, size)`` float32 pixels. :meth:`prepare_pixels` takes a caller's preprocessed tensor.
     """
 
     task = Task.IMAGE_CLASSIFICATION
+    capabilities = frozenset({Capability.IMAGE_INPUT, Capability.CLASSIFY, Capability.MERGEABLE})
     parameters_model = ImageClassificationParameters
 
     def __init__(self, directory: Path, manifest: Manifest, **kwargs: Any) -> None:
@@ -60,54 +55,20 @@ class ImageClassificationPipeline(Pipeline):
     def labels(self) -> list[str]:
         return self.manifest.labels or []
 
-    def pixels(self, inputs: Sequence[Any]) -> np.ndarray:
-        """Decode and preprocess a batch of images exactly as the build validated them."""
+    def _pixels_of(self, index: int, item: Any) -> np.ndarray:
+        where = f"inputs[{index}]"
+        config = self.preprocessing
+        return preprocess(decode_image(image_bytes(item, config, where=where), config, where=where), config)
+
+    def prepare(
+        self, inputs: Sequence[Any], parameters: Mapping[str, Any] | None = None
+    ) -> Prepared[ImageClassificationParameters]:
+        params = self.parse_parameters(parameters)
         self.check_batch(len(inputs))
-        if not inputs:
-            raise InvalidInputError("inputs is empty: send at least one image", param="inputs")
-        return pixel_batch(inputs, self.preprocessing)
+        return Prepared(self.check_each(inputs, self._pixels_of, "an image"), params)
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities for a ``(N, 3, size, size)`` float32 batch."""
-        (logits, *_) = self.run({self.pixel_input: pixels})
-        return softmax(logits.astype(np.float32))
-
-    def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
-        params: ImageClassificationParameters = self.parse_parameters(parameters)
-        probs = self.probabilities(self.pixels(inputs))
-        outputs = ranked_labels(probs, self.labels, params.top_k)
-        return TaskResult(outputs, 0, [False] * len(outputs))
-
-    def oip_inputs(self) -> list[TensorMeta]:
-        size = self.preprocessing.size
-        return [TensorMeta(IMAGE_INPUT, "BYTES", [-1]), TensorMeta(self.pixel_input, "FP32", [-1, 3, size, size])]
-
-    def oip_outputs(self) -> list[TensorMeta]:
-        return classifier_outputs(self.labels)
-
-    def infer_tensors(
-        self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None
-    ) -> dict[str, np.ndarray]:
-        try:
-            ImageTensorParameters.model_validate(dict(parameters or {}))
-        except ValidationError as exc:
-            where = ".".join(str(p) for p in exc.errors()[0]["loc"])
-            raise InvalidInputError(f"parameters.{where}: not an option of this model", param=where) from None
-        given = [name for name in (IMAGE_INPUT, self.pixel_input) if name in tensors]
-        if len(given) != 1:
-            raise InvalidInputError(
-                f"send exactly one of {IMAGE_INPUT!r} (BYTES: encoded images) or {self.pixel_input!r} "
-                f"(FP32 [N, 3, {self.preprocessing.size}, {self.preprocessing.size}]: preprocessed pixels)"
-            )
-        if given[0] == IMAGE_INPUT:
-            pixels = self.pixels(list(np.asarray(tensors[IMAGE_INPUT], dtype=object).reshape(-1)))
-        else:
-            pixels = self.pixel_tensor(tensors[self.pixel_input])
-        probs = self.probabilities(pixels)
-        return best_label_tensors(probs, self.labels)
-
-    def pixel_tensor(self, tensor: np.ndarray) -> np.ndarray:
-        """Check a caller's preprocessed tensor: shape ``[N, 3, size, size]``, finite floats."""
+    def prepare_pixels(self, tensor: np.ndarray) -> Prepared[ImageClassificationParameters]:
+        """A caller's preprocessed tensor, checked: shape ``[N, 3, size, size]``, finite floats."""
         size = self.preprocessing.size
         if tensor.ndim != 4 or tuple(tensor.shape[1:]) != (3, size, size) or tensor.shape[0] < 1:
             raise InvalidInputError(
@@ -120,7 +81,23 @@ class ImageClassificationPipeline(Pipeline):
         pixels = np.ascontiguousarray(tensor, dtype=np.float32)
         if not np.isfinite(pixels).all():
             raise InvalidInputError(f"input {self.pixel_input!r} holds NaN or infinity", param=self.pixel_input)
-        return pixels
+        return Prepared(list(pixels), ImageClassificationParameters())
+
+    def execute(self, features: Sequence[np.ndarray], parameters: ImageClassificationParameters) -> list[np.ndarray]:
+        return list(self.probabilities(np.stack(features)))
+
+    def finish(self, outputs: list[np.ndarray], prepared: Prepared[ImageClassificationParameters]) -> TaskResult:
+        ranked = ranked_labels(np.stack(outputs), self.labels, prepared.parameters.top_k)
+        return TaskResult(ranked, 0, prepared.truncated)
+
+    def pixels(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Decode and preprocess a batch of images exactly as the build validated them."""
+        return np.stack(self.prepare(inputs).features)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities for a ``(N, 3, size, size)`` float32 batch."""
+        (logits, *_) = self.run({self.pixel_input: pixels})
+        return softmax(logits.astype(np.float32))
 
     def warmup(self) -> None:
         """One decode (imports Pillow's plugins) and one inference, during init rather than the first request."""

@@ -2,73 +2,33 @@
 
 ``model.onnx`` encodes the source once and returns every decoder layer's cross-attention keys/values
 (``present.{i}.encoder.key|value``); ``decoder.onnx`` (named in ``manifest.config``) takes one token per
-row plus the caches and returns logits and the grown self-attention cache. Search reproduces
-transformers' ``generate(do_sample=False)`` step for step — logits processors in the same order, the
-same beam bookkeeping — so the build can gate on token-for-token equality with torch.
+row plus the caches and returns logits and the grown self-attention cache. The search itself
+(:mod:`functions.inference.decoding.search`) reproduces transformers' ``generate(do_sample=False)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from tokenizers import Tokenizer
 
 from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError
-from functions.inference.pipelines.base import TaskParameters, TaskResult, TensorMeta
-from functions.inference.pipelines.text import TEXT_INPUT, TextPipeline, texts_from_tensor
+from functions.inference.decoding.search import Seq2SeqConfig, Seq2SeqSearch, cache_input_names, cache_output_names
+from functions.inference.pipelines.base import Capability, Prepared, TaskResult
+from functions.inference.pipelines.text import TextParameters, TextPipeline
 from functions.inference.session import create_session
-from functions.inference.tokenizer import EncodedBatch
-
-TRANSLATION_OUTPUT = "translation"
-_NEG = np.float32(-1.0e9)  # transformers' "impossible" beam score
+from functions.inference.tokenizer import EncodedBatch, TokenizedText
 
 
-class GenerationSettings(BaseModel):
-    """``manifest.config`` of a translation artifact: the decoder graph and the model's generation config."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    decoder_file: str = "decoder.onnx"
-    target_tokenizer_file: str | None = Field(None, description="decodes output ids; default: the source tokenizer")
-    decoder_start_token_id: int
-    eos_token_ids: list[int] = Field(min_length=1)
-    pad_token_id: int
-    bad_word_ids: list[int] = Field(default_factory=list, description="never generated (bad_words_ids)")
-    suppress_token_ids: list[int] = Field(default_factory=list)
-    min_length: int = Field(0, ge=0, description="EOS is suppressed until the output (with start token) is this long")
-    forced_bos_token_id: int | None = None
-    forced_eos_token_ids: list[int] = Field(default_factory=list, description="forced as the last possible token")
-    length_penalty: float = 1.0
-    early_stopping: bool | Literal["never"] = False
-    default_max_new_tokens: int = Field(64, ge=1)
-    max_new_tokens_limit: int = Field(256, ge=1)
-    max_beams: int = Field(4, ge=1, le=32)
-
-
-def cache_input_names(layers: int) -> list[str]:
-    """Decoder cache inputs, per layer: self-attention key/value, then cross-attention key/value."""
-    return [
-        f"past_key_values.{i}.{kind}.{kv}"
-        for i in range(layers)
-        for kind in ("decoder", "encoder")
-        for kv in ("key", "value")
-    ]
-
-
-def cache_output_names(layers: int, kind: Literal["decoder", "encoder"]) -> list[str]:
-    return [f"present.{i}.{kind}.{kv}" for i in range(layers) for kv in ("key", "value")]
-
-
-class TranslationParameters(TaskParameters):
+class TranslationParameters(TextParameters):
     max_new_tokens: int | None = Field(None, ge=1, description="longest output in tokens (default: the model's)")
     num_beams: int = Field(1, ge=1, description="1 = greedy search; more = beam search")
-    truncate: bool | None = Field(None, description="cut inputs longer than max_seq_len (default: the model's policy)")
 
 
 @dataclass(frozen=True)
@@ -79,14 +39,15 @@ class Translation:
     completion_tokens: int
 
 
-class TranslationPipeline(TextPipeline):
+class TranslationPipeline(TextPipeline[TranslationParameters]):
     task = Task.TRANSLATION
+    capabilities = frozenset({Capability.TEXT_INPUT, Capability.TRANSLATE})
     parameters_model = TranslationParameters
 
     def __init__(self, directory: Path, manifest: Manifest, **kwargs: Any) -> None:
         super().__init__(directory, manifest, **kwargs)
         try:
-            self.settings = GenerationSettings.model_validate(manifest.config)
+            self.settings = Seq2SeqConfig.model_validate(manifest.config)
         except ValidationError as exc:
             raise ArtifactError(f"{manifest.name}: manifest.config is not a valid generation config: {exc}") from exc
         s = self.settings
@@ -95,8 +56,8 @@ class TranslationPipeline(TextPipeline):
                 raise ArtifactError(f"artifact {manifest.name}: {name} is not listed (with its sha256) in the manifest")
         self.decoder = create_session(
             directory / s.decoder_file,
-            intra_op_threads=kwargs.get("intra_op_threads", 0),
-            providers=kwargs.get("providers"),
+            intra_op_threads=self.intra_op_threads,
+            providers=self.providers,
             spinning=True,  # one decoder run per generated token
         )
         self.layers = len(self.output_names) // 2
@@ -109,41 +70,56 @@ class TranslationPipeline(TextPipeline):
         self.detokenizer = Tokenizer.from_file(
             str(directory / (s.target_tokenizer_file or manifest.tokenizer_file or ""))
         )
-        self._eos = np.array(s.eos_token_ids, dtype=np.int64)
+        self.search = Seq2SeqSearch(s, self._step, self.layers)
 
-    # --- the task API and OIP ---------------------------------------------------------------------
-    def predict(self, inputs: list[Any], parameters: Mapping[str, Any] | None = None) -> TaskResult:
-        params: TranslationParameters = self.parse_parameters(parameters)
-        ids, batch = self.translate_ids(self._texts(inputs), params)
-        return TaskResult(self.decode(ids), sum(batch.token_counts), batch.truncated, list(batch.token_counts))
+    # --- prepare → execute → finish -----------------------------------------------------------------
+    def prepare(
+        self, inputs: Sequence[Any], parameters: Mapping[str, Any] | None = None
+    ) -> Prepared[TranslationParameters]:
+        prepared = super().prepare(inputs, parameters)
+        self._check_limits(prepared.parameters)
+        return prepared
+
+    def execute(self, features: Sequence[TokenizedText], parameters: TranslationParameters) -> list[list[int]]:
+        """Output token ids per input (up to and including EOS)."""
+        return self.generate(
+            self.encoder.collate(features), max_new_tokens=self._max_new(parameters), num_beams=parameters.num_beams
+        )
+
+    def finish(self, outputs: list[list[int]], prepared: Prepared[TranslationParameters]) -> TaskResult:
+        return TaskResult(
+            self.decode(outputs),
+            sum(prepared.token_counts),
+            prepared.truncated,
+            prepared.token_counts,
+            output_tokens=sum(len(ids) for ids in outputs),
+        )
 
     def translate(self, texts: list[str], params: TranslationParameters) -> list[Translation]:
         """Translations with OpenAI-style bookkeeping (for a completions route): text, finish reason, token counts."""
-        ids, batch = self.translate_ids(self._texts(texts), params)
-        limit = params.max_new_tokens or self.settings.default_max_new_tokens
+        prepared = self.prepare(texts, params.model_dump())
+        ids = self.execute(prepared.features, prepared.parameters)
+        limit = self._max_new(params)
         return [
             Translation(text, "length" if len(out) >= limit else "stop", source_tokens, len(out))
-            for text, out, source_tokens in zip(self.decode(ids), ids, batch.token_counts, strict=True)
+            for text, out, source_tokens in zip(self.decode(ids), ids, prepared.token_counts, strict=True)
         ]
 
-    def infer_tensors(
-        self, tensors: Mapping[str, np.ndarray], parameters: Mapping[str, Any] | None = None
-    ) -> dict[str, np.ndarray]:
-        params: TranslationParameters = self.parse_parameters(parameters)
-        ids, _ = self.translate_ids(self._texts(texts_from_tensor(tensors[TEXT_INPUT])), params)
-        return {TRANSLATION_OUTPUT: np.array([t.encode() for t in self.decode(ids)], dtype=object)}
-
-    def oip_outputs(self) -> list[TensorMeta]:
-        return [TensorMeta(TRANSLATION_OUTPUT, "BYTES", [-1])]
+    def translate_ids(self, texts: list[str], params: TranslationParameters) -> tuple[list[list[int]], EncodedBatch]:
+        """Output token ids per text and the encoded batch (the build's gates use it)."""
+        prepared = self.prepare(texts, params.model_dump())
+        batch = self.encoder.collate(prepared.features)
+        return self.execute(prepared.features, prepared.parameters), batch
 
     def warmup(self) -> None:
         self.predict(["warm up the session"], {"max_new_tokens": 2})
 
     # --- generation ---------------------------------------------------------------------------------
-    def translate_ids(self, texts: list[str], params: TranslationParameters) -> tuple[list[list[int]], EncodedBatch]:
-        """Output token ids per text (up to and including EOS) and the encoded batch."""
-        s = self.settings
-        max_new = params.max_new_tokens or s.default_max_new_tokens
+    def _max_new(self, params: TranslationParameters) -> int:
+        return params.max_new_tokens or self.settings.default_max_new_tokens
+
+    def _check_limits(self, params: TranslationParameters) -> None:
+        s, max_new = self.settings, self._max_new(params)
         if max_new > s.max_new_tokens_limit:
             raise InvalidInputError(
                 f"parameters.max_new_tokens={max_new} exceeds this model's limit of {s.max_new_tokens_limit}",
@@ -154,36 +130,19 @@ class TranslationPipeline(TextPipeline):
                 f"parameters.num_beams={params.num_beams} exceeds this model's limit of {s.max_beams}",
                 param="parameters.num_beams",
             )
-        batch = self._encode(texts, params.truncate)
-        return self.generate(batch, max_new_tokens=max_new, num_beams=params.num_beams), batch
 
     def generate(self, batch: EncodedBatch, *, max_new_tokens: int, num_beams: int = 1) -> list[list[int]]:
         cross = self.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
-        if num_beams == 1:
-            return self._greedy(cross, batch.attention_mask, max_new_tokens)
-        return self._beam(cross, batch.attention_mask, max_new_tokens, num_beams)
+        return self.search.run(cross, batch.attention_mask, max_new_tokens, num_beams)
 
     def decode(self, ids: list[list[int]]) -> list[str]:
-        return self.detokenizer.decode_batch(ids, skip_special_tokens=True)
+        return list(self.detokenizer.decode_batch(ids, skip_special_tokens=True))
 
     def forced_logits(self, batch: EncodedBatch, targets: list[list[int]]) -> np.ndarray:
         """Logits ``[batch, steps, vocab]`` along given outputs (teacher forcing through the cache): the build's
         gates compare them with torch's."""
-        s = self.settings
         cross = self.run({"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})
-        width = max(len(t) for t in targets)
-        tokens = np.full((len(targets), width), s.pad_token_id, dtype=np.int64)
-        for row, target in enumerate(targets):
-            tokens[row, : len(target)] = [s.decoder_start_token_id, *target[:-1]]
-        past, steps = self._empty_past(cross), []
-        for t in range(width):
-            logits, past = self._step(tokens[:, t : t + 1], batch.attention_mask, cross, past)
-            steps.append(logits)
-        return np.stack(steps, axis=1)
-
-    def _empty_past(self, cross: list[np.ndarray]) -> list[np.ndarray]:
-        rows, heads, _, head_dim = cross[0].shape
-        return [np.zeros((rows, heads, 0, head_dim), dtype=np.float32)] * (2 * self.layers)
+        return self.search.forced(cross, batch.attention_mask, targets)
 
     def _step(
         self, tokens: np.ndarray, mask: np.ndarray, cross: list[np.ndarray], past: list[np.ndarray]
@@ -198,123 +157,3 @@ class TranslationPipeline(TextPipeline):
             self.decoder_outputs, {k: v for k, v in feeds.items() if k in self.decoder_inputs}
         )
         return np.asarray(logits[:, -1, :], dtype=np.float32), present
-
-    def _process(self, scores: np.ndarray, cur_len: int, max_length: int) -> np.ndarray:
-        """transformers' logits processors, in its order; ``cur_len`` counts the decoder start token."""
-        s = self.settings
-        if s.bad_word_ids:
-            scores[:, s.bad_word_ids] = -np.inf
-        if cur_len < s.min_length:
-            scores[:, self._eos] = -np.inf
-        if s.forced_bos_token_id is not None and cur_len == 1:
-            scores[:] = -np.inf
-            scores[:, s.forced_bos_token_id] = 0
-        if s.forced_eos_token_ids and cur_len == max_length - 1:
-            scores[:] = -np.inf
-            scores[:, s.forced_eos_token_ids] = 0
-        if s.suppress_token_ids:
-            scores[:, s.suppress_token_ids] = -np.inf
-        return scores
-
-    def _greedy(self, cross: list[np.ndarray], mask: np.ndarray, max_new: int) -> list[list[int]]:
-        rows = mask.shape[0]
-        outputs: list[list[int]] = [[] for _ in range(rows)]
-        active = np.arange(rows)
-        tokens = np.full((rows, 1), self.settings.decoder_start_token_id, dtype=np.int64)
-        past = self._empty_past(cross)
-        for step in range(max_new):
-            logits, past = self._step(tokens, mask, cross, past)
-            chosen = self._process(logits, step + 1, max_new + 1).argmax(axis=-1)
-            for row, token in zip(active, chosen, strict=True):
-                outputs[row].append(int(token))
-            keep = ~np.isin(chosen, self._eos)
-            if not keep.any():
-                break
-            if not keep.all():  # finished rows leave the batch: later steps cost only what is still running
-                active, mask, chosen = active[keep], mask[keep], chosen[keep]
-                cross, past = [c[keep] for c in cross], [p[keep] for p in past]
-            tokens = chosen[:, None].astype(np.int64)
-        return outputs
-
-    def _beam(self, cross: list[np.ndarray], mask: np.ndarray, max_new: int, beams: int) -> list[list[int]]:
-        """transformers' vectorised beam search (``GenerationMixin._beam_search``), in numpy."""
-        s = self.settings
-        batch, max_length, prompt = mask.shape[0], max_new + 1, 1
-        keep_k = max(2, 1 + len(s.eos_token_ids)) * beams
-        top_beams = np.arange(keep_k) < beams
-        cross = [np.repeat(c, beams, axis=0) for c in cross]
-        mask = np.repeat(mask, beams, axis=0)
-        running = np.full((batch, beams, max_length), s.pad_token_id, dtype=np.int64)
-        running[:, :, 0] = s.decoder_start_token_id
-        finished_seqs = running.copy()
-        running_scores = np.zeros((batch, beams), dtype=np.float32)
-        running_scores[:, 1:] = _NEG
-        finished_scores = np.full((batch, beams), _NEG, dtype=np.float32)
-        is_finished = np.zeros((batch, beams), dtype=bool)
-        improvable = np.ones((batch, 1), dtype=bool)
-        past = self._empty_past(cross)
-        cur_len = prompt
-        while True:
-            logits, present = self._step(running[:, :, cur_len - 1].reshape(-1, 1), mask, cross, past)
-            log_probs = self._process(_log_softmax(logits), cur_len, max_length)
-            scores = (log_probs.reshape(batch, beams, -1) + running_scores[:, :, None]).reshape(batch, -1)
-            vocab = log_probs.shape[-1]
-            top = _topk(scores, keep_k)
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            origin = top // vocab
-            top_seqs = np.take_along_axis(running, origin[:, :, None], axis=1)
-            top_seqs[:, :, cur_len] = top % vocab
-            hits = np.isin(top % vocab, self._eos) | (cur_len + 1 >= max_length)
-            # the best unfinished candidates keep running
-            alive_scores = top_scores + hits.astype(np.float32) * _NEG
-            pick = _topk(alive_scores, beams)
-            running = np.take_along_axis(top_seqs, pick[:, :, None], axis=1)
-            running_scores = np.take_along_axis(alive_scores, pick, axis=1)
-            running_origin = np.take_along_axis(origin, pick, axis=1)
-            # finished candidates among the top `beams` compete with earlier finished hypotheses
-            just_finished = hits & top_beams[None, :]
-            final = top_scores / np.float32((cur_len + 1 - prompt) ** s.length_penalty)
-            if s.early_stopping is True:
-                final += np.all(is_finished, axis=-1, keepdims=True).astype(np.float32) * _NEG
-            final += (~improvable).astype(np.float32) * _NEG + (~just_finished).astype(np.float32) * _NEG
-            merged_scores = np.concatenate([finished_scores, final], axis=1)
-            best = _topk(merged_scores, beams)
-            finished_seqs = np.take_along_axis(np.concatenate([finished_seqs, top_seqs], axis=1), best[:, :, None], 1)
-            finished_scores = np.take_along_axis(merged_scores, best, axis=1)
-            is_finished = np.take_along_axis(np.concatenate([is_finished, just_finished], axis=1), best, axis=1)
-            rows = (running_origin + np.arange(batch)[:, None] * beams).reshape(-1)
-            past = [p[rows] for p in present]
-            cur_len += 1
-            improvable = improvable & self._can_improve(
-                running_scores, finished_scores, is_finished, cur_len, max_length
-            )
-            all_full = bool(np.all(is_finished)) and s.early_stopping is True
-            if not improvable.any() or all_full or hits.all():
-                break
-        return [_until_eos(finished_seqs[b, 0, prompt:].tolist(), self.settings.eos_token_ids) for b in range(batch)]
-
-    def _can_improve(
-        self, running: np.ndarray, finished: np.ndarray, is_finished: np.ndarray, cur_len: int, max_length: int
-    ) -> np.ndarray:
-        s = self.settings
-        length = max_length - 1 if s.early_stopping == "never" and s.length_penalty > 0 else cur_len - 1
-        best_running = running[:, :1] / np.float32(length**s.length_penalty)
-        worst_finished = np.where(is_finished, finished.min(axis=1, keepdims=True), _NEG)
-        return np.any(best_running > worst_finished, axis=-1, keepdims=True)  # type: ignore[no-any-return]
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)  # type: ignore[no-any-return]
-
-
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest per row, best first; ties go to the lower index (as torch.topk on CPU)."""
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
-
-
-def _until_eos(ids: list[int], eos: list[int]) -> list[int]:
-    for index, token in enumerate(ids):
-        if token in eos:
-            return ids[: index + 1]
-    return ids

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from functions.api.errors import install_error_handlers
-from functions.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
-from functions.api.routers import generation, oip, openai, task
-from functions.api.security import AdmissionControlMiddleware, ApiKeyMiddleware
 from functions.inference.registry import ModelRegistry
+from functions.protocols.oip import router as oip
+from functions.protocols.openai import completions, embeddings
+from functions.protocols.task import router as task
 from functions.settings import Settings, get_settings
+from functions.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from functions.web.openapi import install_error_handlers
+from functions.web.security import AdmissionControlMiddleware, ApiKeyMiddleware
 
 
 def create_app(registry: ModelRegistry, settings: Settings | None = None) -> FastAPI:
@@ -26,8 +28,8 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None) -> Fas
     install_error_handlers(app)
     app.include_router(task.router)
     app.include_router(oip.router)
-    app.include_router(openai.router)
-    app.include_router(generation.router)
+    app.include_router(embeddings.router)
+    app.include_router(completions.router)
     # Outermost last: request id → API key → admission → body cap → routes. A caller without a key is
     # refused before it can take a slot; a refused request never reads its body.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)

@@ -24,8 +24,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from functions.api.errors import error_body
 from functions.errors import MaasError
+from functions.protocols.base import note_error, protocol_for_scope
 
 API_KEY_HEADER = b"x-api-key"
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/health", "/healthz"})
@@ -62,8 +62,9 @@ def require_keys_for_host(host: str, api_keys: list[str]) -> None:
 async def send_error(
     scope: Scope, send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    """Answer with an error in the shape of the protocol the path belongs to (OpenAI, OIP v2 or task API)."""
-    body = json.dumps(error_body(scope.get("path", ""), status, code, message)).encode()
+    """Answer with an error in the shape of the protocol of the route the request was for."""
+    note_error(scope, code)
+    body = json.dumps(protocol_for_scope(scope).render(status, code, message, None)).encode()
     start: dict[str, Any] = {
         "type": "http.response.start",
         "status": status,

@@ -7,24 +7,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
-from functions.api.deps import RegistryDep, run_predict
-from functions.api.schemas import (
+from functions.errors import InvalidInputError, UnsupportedMediaTypeError, UnsupportedOperationError
+from functions.inference.pipelines import Capability, Pipeline, TaskResult
+from functions.protocols.base import ModelJSONResponse, RegistryDep, protocol_router, run_predict
+from functions.protocols.task.errors import TASK_API
+from functions.protocols.task.schemas import (
     GateSummary,
     ImageInput,
     ModelInfo,
-    ModelJSONResponse,
     ModelList,
     PredictRequest,
     PredictResponse,
     Usage,
 )
-from functions.contract import Task
-from functions.errors import InvalidInputError, UnsupportedMediaTypeError, UnsupportedOperationError
-from functions.inference.pipelines import Pipeline, TaskResult
 
-router = APIRouter(prefix="/models", tags=["task API"])
+router = protocol_router(TASK_API, prefix="/models", tags=["task API"])
 RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "application/octet-stream")
 _RAW_IMAGE_BODY = {
     "requestBody": {
@@ -34,7 +33,7 @@ _RAW_IMAGE_BODY = {
 }
 
 
-def model_info(pipeline: Pipeline) -> ModelInfo:
+def model_info(pipeline: Pipeline[Any]) -> ModelInfo:
     m = pipeline.manifest
     return ModelInfo(
         name=m.name,
@@ -77,7 +76,7 @@ async def predict(model: str, request: PredictRequest, registry: RegistryDep, ht
 )
 async def predict_image(model: str, request: Request, registry: RegistryDep) -> PredictResponse:
     pipeline = registry.get(model)
-    if pipeline.task is not Task.IMAGE_CLASSIFICATION:
+    if not pipeline.has(Capability.IMAGE_INPUT):
         raise UnsupportedOperationError(
             f"model {model!r} is a {pipeline.task.value} model; /predict/image needs an image model", param="model"
         )
@@ -95,7 +94,7 @@ async def predict_image(model: str, request: Request, registry: RegistryDep) -> 
     return _response(pipeline, result)
 
 
-def _response(pipeline: Pipeline, result: TaskResult) -> PredictResponse:
+def _response(pipeline: Pipeline[Any], result: TaskResult) -> PredictResponse:
     return PredictResponse(
         model=pipeline.name,
         version=pipeline.manifest.version,

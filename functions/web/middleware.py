@@ -6,16 +6,15 @@ import time
 import uuid
 import zlib
 
-from aws_lambda_powertools import Logger
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from functions.api.security import send_error
-
-logger = Logger(service="maas")
+from functions.telemetry import RequestMetrics, logger, request_scope
+from functions.web.security import send_error
 
 
 class RequestContextMiddleware:
-    """Give every request an id (caller's ``x-request-id``, Lambda's request id, or a new one) and log it."""
+    """Give every request an id (caller's ``x-request-id``, Lambda's request id, or a new one), put it on every
+    log line of the request, log the access line and publish the request's metrics (EMF) once it is answered."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -31,30 +30,35 @@ class RequestContextMiddleware:
             or getattr(context, "aws_request_id", None)
             or uuid.uuid4().hex
         )
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["metrics"] = record = RequestMetrics()
         status = {"code": 500}
         started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message["headers"] = [*kept, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            logger.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope.get("method"),
-                    "path": scope.get("path"),
-                    "status": status["code"],
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
+        with request_scope(request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                latency_ms = (time.perf_counter() - started) * 1000
+                logger.info(
+                    "request",
+                    extra={
+                        "method": scope.get("method"),
+                        "path": scope.get("path"),
+                        "status": status["code"],
+                        "latency_ms": round(latency_ms, 2),
+                        "model": record.model,
+                    },
+                )
+                record.publish(status=status["code"], latency_ms=latency_ms)
 
 
 class BodySizeLimitMiddleware:

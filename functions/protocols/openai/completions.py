@@ -13,13 +13,18 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from functions.api.deps import RegistryDep
-from functions.api.generation_schemas import (
+from functions.errors import InvalidInputError, MaasError, UnsupportedOperationError
+from functions.inference.decoding import ChatMessage, Generation, SamplingParams
+from functions.inference.pipelines import Capability
+from functions.inference.pipelines.generation import GenerationPipeline, check_stop
+from functions.inference.registry import ModelRegistry
+from functions.protocols.base import RegistryDep, protocol_router, record_usage
+from functions.protocols.openai.completion_schemas import (
     AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
@@ -32,12 +37,9 @@ from functions.api.generation_schemas import (
     CompletionResponse,
     CompletionUsage,
 )
-from functions.errors import InvalidInputError, MaasError, UnsupportedOperationError
-from functions.inference.generation import ChatMessage, Generation, SamplingParams
-from functions.inference.pipelines.generation import GenerationPipeline, check_stop
-from functions.inference.registry import ModelRegistry
+from functions.protocols.openai.errors import OPENAI
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+router = protocol_router(OPENAI, prefix="/v1", tags=["OpenAI-compatible"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # With ``stream: true`` the 200 is a server-sent event stream instead of the JSON body.
 STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
@@ -51,7 +53,7 @@ STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
 
 def _pipeline(registry: ModelRegistry, model: str, route: str) -> GenerationPipeline:
     pipeline = registry.get(model)
-    if not isinstance(pipeline, GenerationPipeline):
+    if not pipeline.has(Capability.GENERATE) or not isinstance(pipeline, GenerationPipeline):
         raise UnsupportedOperationError(
             f"model {model!r} is a {pipeline.task.value} model; {route} needs a text-generation model "
             "(see GET /v1/models)",
@@ -96,6 +98,17 @@ def _usage(generations: list[Generation]) -> CompletionUsage:
     return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
+def _record(http: Request, pipeline: GenerationPipeline, generations: list[Generation]) -> None:
+    usage = _usage(generations)
+    record_usage(
+        http,
+        pipeline.name,
+        inputs=len(generations),
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+    )
+
+
 def _run_all(generations: list[Generation]) -> None:
     for generation in generations:
         generation.run()
@@ -136,7 +149,7 @@ def _prompts(request: CompletionRequest) -> list[str]:
     responses=STREAM_RESPONSE,
     summary="Create a completion (text in, text out)",
 )
-async def create_completion(request: CompletionRequest, registry: RegistryDep) -> Any:
+async def create_completion(request: CompletionRequest, registry: RegistryDep, http: Request) -> Any:
     pipeline = _pipeline(registry, request.model, "/v1/completions")
     _check_common(request)
     _refuse(request.logprobs is not None, "logprobs", "not supported; omit it")
@@ -166,6 +179,7 @@ async def create_completion(request: CompletionRequest, registry: RegistryDep) -
                 for delta in generation:
                     yield chunk([CompletionChoice(index=index, text=delta)])
                 yield chunk([CompletionChoice(index=index, text="", finish_reason=generation.finish_reason)])
+            _record(http, pipeline, generations)
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk([], _usage(generations))
 
@@ -175,6 +189,7 @@ async def create_completion(request: CompletionRequest, registry: RegistryDep) -
         CompletionChoice(index=i, text=echo[i] + g.text, finish_reason=g.finish_reason)
         for i, g in enumerate(generations)
     ]
+    _record(http, pipeline, generations)
     return chunk(choices, _usage(generations))
 
 
@@ -209,7 +224,7 @@ def _messages(request: ChatCompletionRequest) -> list[ChatMessage]:
     responses=STREAM_RESPONSE,
     summary="Create a chat completion",
 )
-async def create_chat_completion(request: ChatCompletionRequest, registry: RegistryDep) -> Any:
+async def create_chat_completion(request: ChatCompletionRequest, registry: RegistryDep, http: Request) -> Any:
     pipeline = _pipeline(registry, request.model, "/v1/chat/completions")
     _check_common(request)
     _refuse(bool(request.logprobs) or request.top_logprobs is not None, "logprobs", "not supported; omit it")
@@ -240,12 +255,14 @@ async def create_chat_completion(request: ChatCompletionRequest, registry: Regis
             for delta in generation:
                 yield chunk(ChatDelta(content=delta))
             yield chunk(ChatDelta(), generation.finish_reason)
+            _record(http, pipeline, [generation])
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk(ChatDelta(), usage=_usage([generation]))
 
         return _streaming(chunks())
     await run_in_threadpool(generation.run)
     assert generation.finish_reason is not None
+    _record(http, pipeline, [generation])
     return ChatCompletionResponse(
         id=completion_id,
         created=created,

@@ -8,22 +8,22 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
-from functions.api.deps import RegistryDep, run_predict
-from functions.api.schemas import (
+from functions.errors import InvalidInputError, UnsupportedOperationError
+from functions.inference.pipelines import Capability
+from functions.protocols.base import ModelJSONResponse, RegistryDep, protocol_router, run_predict
+from functions.protocols.openai.errors import OPENAI
+from functions.protocols.openai.schemas import (
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
     EmbeddingUsage,
-    ModelJSONResponse,
     OpenAIModel,
     OpenAIModelList,
 )
-from functions.errors import InvalidInputError, UnsupportedOperationError
-from functions.inference.pipelines import EmbeddingPipeline
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+router = protocol_router(OPENAI, prefix="/v1", tags=["OpenAI-compatible"])
 
 
 @router.get("/models", response_model=OpenAIModelList, summary="List models")
@@ -34,11 +34,9 @@ def list_models(registry: RegistryDep) -> OpenAIModelList:
 
 
 @router.post("/embeddings", response_model=EmbeddingResponse, summary="Create embeddings")
-async def create_embeddings(
-    request: EmbeddingRequest, registry: RegistryDep, http: Request
-) -> Response:
+async def create_embeddings(request: EmbeddingRequest, registry: RegistryDep, http: Request) -> Response:
     pipeline = registry.get(request.model)
-    if not isinstance(pipeline, EmbeddingPipeline):
+    if not pipeline.has(Capability.EMBED):
         raise UnsupportedOperationError(
             f"model {request.model!r} is a {pipeline.task.value} model; /v1/embeddings needs a sentence-embeddings "
             "model (see GET /v1/models)",

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from functions.api.schemas import OipInferRequest, OipRequestInput
 from functions.errors import InvalidInputError
+from functions.protocols.oip.schemas import OipInferRequest, OipRequestInput
 
 HEADER_LENGTH = "inference-header-content-length"
 

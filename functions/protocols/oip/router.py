@@ -5,23 +5,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from functions.api import oip_codec
-from functions.api.deps import RegistryDep
-from functions.api.schemas import (
+from functions.errors import InvalidInputError, ModelNotFoundError
+from functions.inference.pipelines import Pipeline
+from functions.protocols.base import RegistryDep, protocol_router, record_usage
+from functions.protocols.oip import codec as oip_codec
+from functions.protocols.oip import mapping
+from functions.protocols.oip.errors import OIP
+from functions.protocols.oip.schemas import (
     OipInferRequest,
     OipInferResponse,
     OipModelMetadata,
     OipServerMetadata,
     OipTensorMetadata,
 )
-from functions.errors import InvalidInputError, ModelNotFoundError
-from functions.inference.pipelines import ImageClassificationPipeline, Pipeline
 
-router = APIRouter(prefix="/v2", tags=["Open Inference Protocol v2"])
+router = protocol_router(OIP, prefix="/v2", tags=["Open Inference Protocol v2"])
 SERVER_VERSION = "0.1.0"
 
 
@@ -44,7 +46,7 @@ def ready(registry: RegistryDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if registry.ready else 503)
 
 
-def _pipeline(registry: RegistryDep, model: str, version: str | None) -> Pipeline:
+def _pipeline(registry: RegistryDep, model: str, version: str | None) -> Pipeline[Any]:
     pipeline = registry.get(model)
     if version not in (None, "", pipeline.manifest.version, "1"):
         raise ModelNotFoundError(
@@ -60,8 +62,12 @@ def model_metadata(model: str, registry: RegistryDep, version: str | None = None
     return OipModelMetadata(
         name=pipeline.name,
         versions=[pipeline.manifest.version],
-        inputs=[OipTensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in pipeline.oip_inputs()],
-        outputs=[OipTensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in pipeline.oip_outputs()],
+        inputs=[
+            OipTensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in mapping.input_tensors(pipeline)
+        ],
+        outputs=[
+            OipTensorMetadata(name=t.name, datatype=t.datatype, shape=t.shape) for t in mapping.output_tensors(pipeline)
+        ],
     )
 
 
@@ -96,26 +102,17 @@ async def infer(model: str, request: Request, registry: RegistryDep, version: st
     pipeline = _pipeline(registry, model, version)
     body = await request.body()
     parsed, arrays = oip_codec.parse_infer_request(body, request.headers.get(oip_codec.HEADER_LENGTH))
-    declared = {t.name for t in pipeline.oip_inputs()}
-    missing, unknown = declared - arrays.keys(), arrays.keys() - declared
-    if isinstance(pipeline, ImageClassificationPipeline) and arrays.keys() & declared:
-        missing = set()  # its inputs are alternatives: encoded images (BYTES) or a pixel tensor (FP32)
-    if missing or unknown:
-        raise InvalidInputError(
-            f"model {pipeline.name} takes inputs {sorted(declared)}; "
-            f"missing {sorted(missing)}, unknown {sorted(unknown)}"
-        )
     params = dict(parsed.parameters or {})
     binary_default = bool(params.pop("binary_data_output", False))
     params = {k: v for k, v in params.items() if k not in ("sequence_id", "priority", "timeout")}
-    for array in arrays.values():
-        pipeline.check_batch(int(array.shape[0]) if array.ndim else 1)
-    outputs = await run_in_threadpool(pipeline.infer_tensors, arrays, params)
+    outputs = await run_in_threadpool(mapping.infer, pipeline, arrays, params)
+    count = max((int(a.shape[0]) if a.ndim else 1) for a in arrays.values())
+    record_usage(request, pipeline.name, inputs=count)
     return _encode_response(pipeline, parsed, outputs, binary_default)
 
 
 def _encode_response(
-    pipeline: Pipeline, request: OipInferRequest, outputs: dict[str, Any], binary_default: bool
+    pipeline: Pipeline[Any], request: OipInferRequest, outputs: dict[str, Any], binary_default: bool
 ) -> Response:
     selected: list[tuple[str, bool]] = []
     if request.outputs:

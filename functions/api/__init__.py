@@ -1,1 +1,0 @@
-"""One FastAPI app: the task API, Open Inference Protocol v2 and OpenAI-compatible routes."""

@@ -1,0 +1,1 @@
+"""OpenAI-compatible routes: embeddings, completions and chat completions (streamed as server-sent events)."""

@@ -1,0 +1,1 @@
+"""The task API: ``{"inputs": ..., "parameters": {...}}`` in, one output per input out."""
