@@ -79,9 +79,8 @@ class Seq2SeqRecipe(Recipe):
         fp32 = self._pipeline(fp32_artifact)
         served = self._pipeline(served_artifact)
         max_new = self.settings.default_max_new_tokens
-        batches = [
-            fp32.encoder.encode(texts[i : i + validate.EVAL_BATCH], truncate=True) for i in range(0, len(texts), validate.EVAL_BATCH)
-        ]
+        step = validate.EVAL_BATCH
+        batches = [fp32.encoder.encode(texts[i : i + step], truncate=True) for i in range(0, len(texts), step)]
         reference = [torch_generate(self.model, _torch(b), max_new_tokens=max_new) for b in batches]
         greedy = [fp32.generate(b, max_new_tokens=max_new) for b in batches]
         served_greedy = [served.generate(b, max_new_tokens=max_new) for b in batches]

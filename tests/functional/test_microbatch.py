@@ -6,9 +6,9 @@ import asyncio
 
 import httpx
 import numpy as np
-from functions.inference.batching import MicroBatcher
 
 from functions.errors import PayloadTooLargeError
+from functions.inference.batching import MicroBatcher
 from functions.settings import Settings
 from functions.web.app import create_app
 
