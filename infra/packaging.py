@@ -7,7 +7,7 @@ the function's architecture from ``functions/requirements.lock`` by ``python -m 
 every model, plus ``<arch>-image/`` (pillow) for the tasks in :data:`IMAGE_EXTRA_TASKS`. Strict
 packaging refuses dependencies whose versions differ from the current lock or that lack Lambda
 Python's bytecode. A Docker build context is staged the same way with its Dockerfile from
-``docker/`` and ``functions/requirements.txt``; the CDK CLI builds it at deploy time, never at synth.
+``docker/`` and the model's part of the lock; the CDK CLI builds it at deploy time, never at synth.
 Files are hard-linked when possible, so staging a large model costs no copy.
 """
 
@@ -192,13 +192,21 @@ def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: s
 
 
 def stage_docker_context(spec: ModelSpec, env: EnvironmentConfig, *, dockerfile: Path) -> Path:
-    """Stage a minimal Docker build context: Dockerfile, requirements, ``functions/`` and the artifact."""
+    """Stage a minimal Docker build context: Dockerfile, the model's part of the lock, ``functions/`` and
+    the artifact. A ``gpu`` model's lock leaves onnxruntime out (its image installs onnxruntime-gpu) and
+    comes with ``constraints.txt``, the whole lock without hashes, for the image's other packages."""
     out = _fresh(env.staging_dir / env.stage / spec.name / "image")
     shutil.copy2(dockerfile, out / "Dockerfile")
-    # The runtime's requirements are source, not a build output: required in preview too.
-    if not REQUIREMENTS.is_file():
-        raise PackagingError(f"model {spec.name!r}: {REQUIREMENTS} is missing; the image cannot be built")
-    shutil.copy2(REQUIREMENTS, out / "requirements.txt")
+    # The lock is source, not a build output: required in preview too.
+    if not LOCK.is_file():
+        raise PackagingError(f"model {spec.name!r}: {LOCK} is missing (`make lock`); the image cannot be built")
+    pins = lockfile.read_lock(LOCK)
+    gpu = spec.target == "gpu"
+    sets = dependency_sets(lockfile.select(pins, leave_out=["onnxruntime"]) if gpu else pins)
+    wanted = [pin for extra in (None, *extras_for(spec.task)) for pin in sets[extra].values()]
+    (out / "requirements.lock").write_text(lockfile.render(wanted), encoding="utf-8")
+    if gpu:
+        (out / "constraints.txt").write_text(lockfile.constraints(pins.values()), encoding="utf-8")
     _link_tree(FUNCTIONS_DIR, out / "functions")
     (out / "artifacts" / spec.name).mkdir(parents=True, exist_ok=True)
     _stage_artifact(spec, env, out)

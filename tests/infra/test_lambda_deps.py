@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -17,11 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
-from infra import build_deps, limits, packaging
+from infra import build_deps, limits, lockfile, packaging
 from infra.config import load_catalog, load_models
 from infra.packaging import (
     EXTRAS,
+    GPU_DOCKERFILE,
+    LOCK,
     check_deps_current,
     deps_dir,
     deps_stamp,
@@ -168,6 +172,38 @@ def test_text_zip_serves_from_lambda_python_with_only_the_zip_on_sys_path(
     assert compiled == []
     after = {path for path in task_root.rglob("*") if not path.is_relative_to(task_root / "functions")}
     assert after == before  # nothing written: the task root is read-only on Lambda
+
+
+def test_gpu_image_packages_resolve_under_the_lock(tmp_path: Path) -> None:
+    """The GPU image's second pip step (onnxruntime-gpu, uvicorn, boto3), resolved for its base image's
+    Python against the lock's constraints: no conflict, and every package shared with the lock at its pin."""
+    text = GPU_DOCKERFILE.read_text()
+    python = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)", text, flags=re.MULTILINE)
+    ort = re.search(r"^ARG ONNXRUNTIME_GPU_VERSION=(\S+)", text, flags=re.MULTILINE)
+    assert python and ort
+    step = re.search(r"pip install --only-binary=:all: -c /tmp/constraints.txt \\\n(.*?) \\\n", text, flags=re.DOTALL)
+    assert step
+    packages = [p.replace("${ONNXRUNTIME_GPU_VERSION}", ort.group(1)) for p in shlex.split(step.group(1))]
+    pins = lockfile.read_lock(LOCK)
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(lockfile.constraints(pins.values()))
+    platforms = [arg for tag in build_deps.platform_tags("x86_64") for arg in ("--platform", tag)]
+    report = tmp_path / "report.json"
+    command = [
+        sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report", str(report),
+        "--only-binary=:all:", "--implementation", "cp", "--python-version", python.group(1), *platforms,
+        "--target", str(tmp_path / "target"), "-c", str(constraints), *packages,
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    installs = json.loads(report.read_text())["install"]
+    resolved: dict[str, str] = {
+        canonicalize_name(item["metadata"]["name"]): item["metadata"]["version"] for item in installs
+    }
+    assert resolved["onnxruntime-gpu"] == ort.group(1) and "uvicorn" in resolved
+    shared = {name for name in resolved if name in pins}
+    assert {"numpy", "protobuf"} <= shared
+    assert {name: resolved[name] for name in shared} == {name: pins[name].version for name in shared}
 
 
 def test_build_deps_refuses_a_python_other_than_lambdas(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """GIVEN a model WHEN its package is staged THEN the zip holds functions/ + the artifact (+ the pre-built
 dependency sets its task needs, with their bytecode, built from the current functions/requirements.lock),
-the Docker context holds exactly what the Dockerfile copies (requirements.txt = functions/requirements.txt), and the
+the Docker context holds exactly what the Dockerfile copies (the model's part of the lock), and the
 Dockerfiles carry the runtime contract (handlers, uvicorn on 8080, onnxruntime-gpu, health path,
 non-root user). The dependency directories here are laid out as infra.build_deps leaves them (dist-info,
 bytecode, build record) without pip: tests/infra/test_lambda_deps.py builds real ones."""
@@ -8,9 +8,7 @@ bytecode, build record) without pip: tests/infra/test_lambda_deps.py builds real
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from infra.packaging import (
     stage_lambda_zip,
 )
 from infra.settings import load_environment
-from tests.infra.conftest import MB, lambda_entry, write_manifest
+from tests.infra.conftest import MB, gpu_entry, lambda_entry, write_manifest
 
 
 def write_built_deps(
@@ -190,25 +188,63 @@ def test_strict_zip_refuses_a_manifest_listing_missing_files(tmp_path: Path) -> 
         stage_lambda_zip(spec, settings, architecture="arm64")
 
 
+def _gpu_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
+    settings, _ = _setup(tmp_path)
+    write_manifest(tmp_path / "artifacts", "g", "sentence-embeddings", {"model.onnx": 4})
+    (spec,) = load_models(
+        {"g": gpu_entry()},
+        artifacts_dir=tmp_path / "artifacts",
+        allow_missing_artifacts=False,
+        runtime_bytes=runtime_bytes_by_arch(settings),
+        api_timeout_quota_s=29,
+    )
+    return settings, spec
+
+
+def _copied(dockerfile: Path) -> set[str]:
+    """The build-context paths a Dockerfile's COPY instructions read (not those from another stage)."""
+    sources = set()
+    for line in _instructions(dockerfile):
+        if line.startswith("COPY ") and "--from=" not in line:
+            sources |= {source.rstrip("/") for source in line.split()[1:-1]}
+    return sources
+
+
 def test_s3_sourced_models_leave_the_artifact_out_of_the_package(tmp_path: Path) -> None:
     settings, spec = _setup(tmp_path)
     spec = replace(spec, deploy=replace(spec.deploy, model_source="s3"))  # type: ignore[type-var]
     out = stage_docker_context(spec, settings, dockerfile=LAMBDA_DOCKERFILE)
     assert (out / "Dockerfile").read_text() == LAMBDA_DOCKERFILE.read_text()
-    assert (out / "requirements.txt").read_text() == REQUIREMENTS.read_text()
     assert (out / "functions").is_dir()
     assert list((out / "artifacts" / "m").iterdir()) == []
 
 
 @pytest.mark.parametrize("mode", ["preview", "strict"])
-def test_docker_context_always_carries_the_runtime_requirements(tmp_path: Path, mode: str, monkeypatch: Any) -> None:
+def test_lambda_image_context_installs_the_models_part_of_the_lock(tmp_path: Path, mode: str, monkeypatch: Any) -> None:
     settings, spec = _setup(tmp_path, mode=mode)
+    out = stage_docker_context(spec, settings, dockerfile=LAMBDA_DOCKERFILE)
+    assert {p.name for p in out.iterdir()} == _copied(LAMBDA_DOCKERFILE) | {"Dockerfile"}
+    staged, locked = lockfile.read_lock(out / "requirements.lock"), lockfile.read_lock(LOCK)
+    sets = packaging.dependency_sets(locked)
+    wanted = {name for extra in (None, *packaging.extras_for(spec.task)) for name in sets[extra]}
+    assert set(staged) == wanted
+    assert all(pin.hashes == locked[name].hashes and pin.marker == locked[name].marker for name, pin in staged.items())
+    # The lock is source, never a build output: missing is an error in preview too.
+    monkeypatch.setattr(packaging, "LOCK", tmp_path / "gone.lock")
+    with pytest.raises(PackagingError, match=r"gone.lock is missing \(`make lock`\); the image cannot be built"):
+        stage_docker_context(spec, settings, dockerfile=LAMBDA_DOCKERFILE)
+
+
+def test_gpu_context_leaves_onnxruntime_to_the_cuda_build_and_constrains_the_rest(tmp_path: Path) -> None:
+    settings, spec = _gpu_spec(tmp_path)
     out = stage_docker_context(spec, settings, dockerfile=GPU_DOCKERFILE)
-    assert (out / "requirements.txt").read_text() == REQUIREMENTS.read_text()
-    # The requirements are source, never a build output: missing is an error in preview too.
-    monkeypatch.setattr(packaging, "REQUIREMENTS", tmp_path / "gone.txt")
-    with pytest.raises(PackagingError, match=r"gone.txt is missing; the image cannot be built"):
-        stage_docker_context(spec, settings, dockerfile=GPU_DOCKERFILE)
+    assert {p.name for p in out.iterdir()} == _copied(GPU_DOCKERFILE) | {"Dockerfile"}
+    staged, locked = lockfile.read_lock(out / "requirements.lock"), lockfile.read_lock(LOCK)
+    # onnxruntime-gpu brings its own dependencies (flatbuffers, protobuf, ...), held by the constraints.
+    assert "onnxruntime" not in staged and "flatbuffers" not in staged
+    assert {"numpy", "tokenizers", "fastapi"} <= set(staged) and not {"huggingface-hub", "hf-xet"} & set(staged)
+    assert (out / "constraints.txt").read_text() == lockfile.constraints(locked.values())
+    assert "--hash" not in (out / "constraints.txt").read_text()
 
 
 def test_runtime_requirements_cover_every_task_and_stay_torch_free() -> None:
@@ -244,24 +280,21 @@ def test_lambda_dockerfile_builds_on_the_lambda_python_base_image() -> None:
     assert "torch" not in LAMBDA_DOCKERFILE.read_text().lower().replace("no torch", "")
 
 
-def test_lambda_dockerfile_installs_the_staged_requirements() -> None:
+def test_lambda_dockerfile_installs_the_staged_lock_hash_checked() -> None:
     lines = _instructions(LAMBDA_DOCKERFILE)
-    assert "COPY requirements.txt /tmp/requirements.txt" in lines
-    assert any(line.startswith("RUN pip install") and "-r /tmp/requirements.txt" in line for line in lines)
+    assert "COPY requirements.lock /tmp/requirements.lock" in lines
+    (run,) = [line for line in lines if line.startswith("RUN pip install")]
+    assert "--require-hashes --no-deps" in run and "-r /tmp/requirements.lock" in run
 
 
-def test_gpu_dockerfile_swaps_only_onnxruntime_for_the_cuda_build(tmp_path: Path) -> None:
+def test_gpu_dockerfile_installs_the_lock_then_the_cuda_build_under_its_constraints() -> None:
     lines = _instructions(GPU_DOCKERFILE)
-    assert "COPY requirements.txt /tmp/requirements.txt" in lines
-    (run,) = [line for line in lines if "requirements-gpu.txt" in line and line.startswith("RUN grep")]
-    tokens = shlex.split(run)  # RUN grep -viE '<pattern>' /tmp/requirements.txt > /tmp/requirements-gpu.txt ...
-    grep = tokens[tokens.index("grep") : tokens.index("grep") + 5]
-    assert grep[:2] == ["grep", "-viE"] and grep[3:] == ["/tmp/requirements.txt", ">"]
-    assert "-r /tmp/requirements-gpu.txt" in run
-    result = subprocess.run([*grep[:3], str(REQUIREMENTS)], capture_output=True, text=True, check=True)
-    kept = requirement_lines(result.stdout)
-    expected = [line for line in requirement_lines(REQUIREMENTS.read_text()) if not line.startswith("onnxruntime")]
-    assert kept == expected and any(line.startswith("pillow") for line in kept)
+    assert "COPY requirements.lock constraints.txt /tmp/" in lines
+    (run,) = [line for line in lines if line.startswith("RUN pip install")]
+    first, second = run.split(" && ")[:2]
+    assert "--require-hashes --no-deps -r /tmp/requirements.lock" in first
+    assert second.startswith("pip install") and "-c /tmp/constraints.txt" in second
+    assert '"onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}"' in second
 
 
 def test_gpu_dockerfile_serves_uvicorn_with_onnxruntime_gpu_as_non_root() -> None:
