@@ -125,17 +125,19 @@ def constraints(pins: Iterable[Pin]) -> str:
 
 
 def _blocks(text: str) -> Iterable[list[str]]:
-    """Each requirement's lines: its ``name==version`` line, then its indented hashes and comments."""
+    """Each requirement's lines: its ``name==version`` line, then its indented hashes and ``# via`` comments.
+
+    Unindented comments (the header, pip-compile's notes on unsafe packages) belong to no requirement.
+    """
     block: list[str] = []
     for line in text.splitlines():
-        if not line.strip() or (line.startswith("#") and not block):
-            continue
-        if not line[0].isspace() and not line.startswith("#"):
+        if line.strip() and line[0].isspace():
             if block:
-                yield block
-            block = [line]
-        elif block:
-            block.append(line)
+                block.append(line)
+            continue
+        if block:
+            yield block
+        block = [line] if line.strip() and not line.startswith("#") else []
     if block:
         yield block
 

@@ -53,7 +53,8 @@ def write_built_deps(
     (module / "__pycache__" / f"__init__.cpython-{tag}.pyc").write_bytes(b"")
     locked = lockfile.read_lock(LOCK)
     record = [replace(locked[name], version=version) for name, version in held.items()]
-    deps_stamp(lambda_deps_dir, arch, extra).write_text(lockfile.render(record, {}))
+    environment = lockfile.lambda_environment(arch, limits.LAMBDA_PYTHON_VERSION)
+    deps_stamp(lambda_deps_dir, arch, extra).write_text(lockfile.render(record, environment))
     return target
 
 
