@@ -4,7 +4,9 @@
 # from NVIDIA's pip wheels pulled by onnxruntime-gpu's [cuda,cudnn] extras, so their versions always
 # match the onnxruntime build (1.31 = CUDA 13 / cuDNN 9: the host driver must be >= 580).
 # Built by `cdk deploy` (DockerImageAsset), never at synth. Build context, staged by
-# infra/packaging.py: this file, requirements.txt, functions/ and artifacts/<MODEL_NAME>/.
+# infra/packaging.py: this file, requirements.lock (the model's part of functions/requirements.lock,
+# without onnxruntime), constraints.txt (the whole lock without hashes), functions/ and
+# artifacts/<MODEL_NAME>/.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -12,11 +14,12 @@ ARG ONNXRUNTIME_GPU_VERSION=1.31.1
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY requirements.txt /tmp/requirements.txt
-# The Lambda requirements name the CPU onnxruntime: swap it for the CUDA build; add the server and the
-# AWS SDK (Lambda provides boto3, a container does not).
-RUN grep -viE '^[[:space:]]*onnxruntime([<>=~!;[[:space:]]|\[|$)' /tmp/requirements.txt > /tmp/requirements-gpu.txt \
- && pip install --only-binary=:all: -r /tmp/requirements-gpu.txt \
+COPY requirements.lock constraints.txt /tmp/
+# The runtime exactly as locked (hash-checked, no resolution), then what only this image needs: the CUDA
+# build of onnxruntime, the server and the AWS SDK (Lambda provides boto3, a container does not), held
+# to the lock's versions wherever they share a dependency with it (pip refuses hashes in constraints).
+RUN pip install --only-binary=:all: --require-hashes --no-deps -r /tmp/requirements.lock \
+ && pip install --only-binary=:all: -c /tmp/constraints.txt \
       "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" "uvicorn[standard]>=0.30" "boto3>=1.35" \
  && find /opt/venv -type d -path '*/site-packages/nvidia/*' -name lib > /opt/venv/nvidia-libs.conf \
  && python -m compileall -q /opt/venv

@@ -2,21 +2,26 @@
 
 A Lambda zip is a staged directory: the ``functions/`` package, the model's artifact under
 ``artifacts/<name>/`` (unless it is read from S3 at init) and the runtime dependencies, pre-built for
-the function's architecture from ``functions/requirements.txt`` by ``python -m infra.build_deps`` (the
-only step that needs the network, run before ``cdk synth``). Strict packaging refuses dependencies
-built from other requirements than the current file (a stamp written next to them records which).
-A Docker build context is staged the same way with its Dockerfile from ``docker/`` and the same
-``requirements.txt``; the CDK CLI builds it at deploy time, never at synth. Files are hard-linked
-when possible, so staging a large model costs no copy.
+the function's architecture from ``functions/requirements.lock`` by ``python -m infra.build_deps``
+(the only step that needs the network, run before ``cdk synth``): ``build/lambda-deps/<arch>/`` for
+every model, plus ``<arch>-image/`` (pillow) for the tasks in :data:`IMAGE_EXTRA_TASKS`. Strict
+packaging refuses dependencies whose versions differ from the current lock or that lack Lambda
+Python's bytecode. A Docker build context is staged the same way with its Dockerfile from
+``docker/`` and the model's part of the lock; the CDK CLI builds it at deploy time, never at synth.
+Files are hard-linked when possible, so staging a large model costs no copy.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from importlib import metadata
 from pathlib import Path
 
-from infra import limits
+from packaging.utils import canonicalize_name
+
+from functions.contract import Task
+from infra import limits, lockfile
 from infra.config import ModelSpec
 from infra.errors import InfraConfigError
 from infra.settings import REPO_ROOT, EnvironmentConfig
@@ -24,9 +29,24 @@ from infra.settings import REPO_ROOT, EnvironmentConfig
 FUNCTIONS_DIR = REPO_ROOT / "functions"
 DOCKER_DIR = REPO_ROOT / "docker"
 REQUIREMENTS = FUNCTIONS_DIR / "requirements.txt"
+LOCK = lockfile.LOCK  # functions/requirements.lock
 LAMBDA_DOCKERFILE = DOCKER_DIR / "lambda.Dockerfile"
 GPU_DOCKERFILE = DOCKER_DIR / "gpu.Dockerfile"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+ARCHITECTURES = ("arm64", "x86_64")
+
+# Locked distributions no runtime installs, nor whatever only they require (hf-xet, httpx2, pyyaml,
+# fsspec, tqdm, click, ...), with the reason.
+LEFT_OUT = {
+    "boto3": "the Lambda runtime ships the AWS SDK (the GPU image installs its own)",
+    "huggingface-hub": "tokenizers imports it only in Tokenizer.from_pretrained; maas calls Tokenizer.from_file",
+}
+# Extra dependency sets, each built into build/lambda-deps/<arch>-<extra>/ and staged only for its tasks.
+EXTRAS: dict[str, tuple[str, ...]] = {"image": ("pillow",)}
+# Only image models carry Pillow: the runtime imports a task's pipeline module when a model of that task
+# loads (functions.inference.pipelines.pipeline_class), so a text model never imports PIL. Text zips are
+# ~22 MiB smaller for it. tests/infra/test_lambda_deps.py fails when this and the runtime's imports disagree.
+IMAGE_EXTRA_TASKS: frozenset[str] = frozenset({Task.IMAGE_CLASSIFICATION})
 
 
 class PackagingError(InfraConfigError):
@@ -50,67 +70,143 @@ def requirement_lines(text: str) -> list[str]:
     return ["".join(line.split()) for line in lines if line]
 
 
-def deps_stamp(lambda_deps_dir: Path, architecture: str) -> Path:
-    """Where ``infra.build_deps`` records the requirements a dependency directory was built from.
+def extras_for(task: str) -> tuple[str, ...]:
+    """The extra dependency sets a model of ``task`` carries beside the base set."""
+    return ("image",) if task in IMAGE_EXTRA_TASKS else ()
 
-    Next to ``<lambda_deps_dir>/<arch>/``, not inside it, so it is neither zipped nor measured.
+
+def dependency_sets(pins: dict[str, lockfile.Pin]) -> dict[str | None, dict[str, lockfile.Pin]]:
+    """The base set (key ``None``: what every runtime needs) and each extra's own pins, from the lock."""
+    left_out = list(LEFT_OUT)
+    extra_names = {canonicalize_name(name) for names in EXTRAS.values() for name in names}
+    base = lockfile.select(pins, leave_out=[*left_out, *extra_names])
+    sets: dict[str | None, dict[str, lockfile.Pin]] = {None: base}
+    for extra in EXTRAS:
+        others = [name for other, more in EXTRAS.items() if other != extra for name in more]
+        with_extra = lockfile.select(pins, leave_out=[*left_out, *others])
+        sets[extra] = {name: pin for name, pin in with_extra.items() if name not in base}
+    return sets
+
+
+def deps_dir(lambda_deps_dir: Path, architecture: str, extra: str | None = None) -> Path:
+    """``<lambda_deps_dir>/<arch>/`` (base set) or ``<lambda_deps_dir>/<arch>-<extra>/``."""
+    return lambda_deps_dir / (architecture if extra is None else f"{architecture}-{extra}")
+
+
+def deps_stamp(lambda_deps_dir: Path, architecture: str, extra: str | None = None) -> Path:
+    """Where ``infra.build_deps`` records the pins (with hashes) it installed into a dependency directory.
+
+    Next to ``<lambda_deps_dir>/<arch>[-<extra>]/``, not inside it, so it is neither zipped nor measured;
+    written last, so a failed build has none.
     """
-    return lambda_deps_dir / f"{architecture}.requirements.txt"
+    return lambda_deps_dir / f"{deps_dir(lambda_deps_dir, architecture, extra).name}.requirements.txt"
 
 
-def check_deps_current(deps: Path, stamp: Path, requirements: Path = REQUIREMENTS) -> None:
-    """Refuse dependencies built from another requirements file than the current one."""
-    rebuild = f"rebuild them with `python -m infra.build_deps --arch {deps.name}`"
-    if not requirements.is_file():
-        raise PackagingError(f"{requirements} is missing: the runtime dependencies cannot be checked or built")
+def expected_pins(architecture: str, extra: str | None = None, lock: Path = LOCK) -> dict[str, str]:
+    """``{name: version}`` a dependency directory must hold: its set of the lock, on Lambda's Python."""
+    pins = dependency_sets(lockfile.read_lock(lock))[extra]
+    environment = lockfile.lambda_environment(architecture, limits.LAMBDA_PYTHON_VERSION)
+    return {name: pin.version for name, pin in pins.items() if pin.applies(environment)}
+
+
+def installed_pins(deps: Path) -> dict[str, str]:
+    """``{name: version}`` of the distributions installed in ``deps`` (their ``*.dist-info``)."""
+    found = metadata.distributions(path=[str(deps)])
+    return {canonicalize_name(dist.metadata["Name"]): dist.version for dist in found}
+
+
+def missing_bytecode(deps: Path, python_version: str = limits.LAMBDA_PYTHON_VERSION) -> list[Path]:
+    """The ``.py`` files under ``deps`` without a CPython ``python_version`` ``.pyc`` next to them."""
+    tag = f"cpython-{python_version.replace('.', '')}"
+    return [
+        source
+        for source in deps.rglob("*.py")
+        if not (source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc").is_file()
+    ]
+
+
+def check_deps_current(deps: Path, stamp: Path, lock: Path = LOCK) -> None:
+    """Refuse a dependency directory whose versions differ from the lock's, or that lacks its bytecode.
+
+    ``deps`` is named ``<arch>`` or ``<arch>-<extra>`` (see :func:`deps_dir`); ``stamp`` is its record.
+    """
+    architecture, _, extra = deps.name.partition("-")
+    rebuild = f"rebuild them with `python -m infra.build_deps --arch {architecture}`"
+    if architecture not in ARCHITECTURES or (extra and extra not in EXTRAS):
+        raise PackagingError(f"{deps} is not a dependency directory infra.build_deps writes (<arch>[-<extra>])")
+    if not lock.is_file():
+        raise PackagingError(f"{lock} is missing: the runtime dependencies cannot be checked or built (`make lock`)")
     if not stamp.is_file():
-        raise PackagingError(f"{deps} has no record of the requirements it was built from ({stamp}); {rebuild}")
-    wanted = requirement_lines(requirements.read_text(encoding="utf-8"))
-    built = requirement_lines(stamp.read_text(encoding="utf-8"))
-    if built != wanted:
-        missing = sorted(set(wanted) - set(built))
-        detail = f" (not in the build: {', '.join(missing)})" if missing else ""
-        raise PackagingError(f"{deps} was built from other requirements than {requirements}{detail}; {rebuild}")
+        raise PackagingError(f"{deps} has no record of the pins it was built from ({stamp}); {rebuild}")
+    wanted = expected_pins(architecture, extra or None, lock)
+    recorded = {name: pin.version for name, pin in lockfile.read_lock(stamp).items()}
+    if recorded != wanted:
+        raise PackagingError(f"{deps} was built from another lock than {lock} ({_diff(recorded, wanted)}); {rebuild}")
+    installed = installed_pins(deps)
+    if installed != recorded:
+        raise PackagingError(f"{deps} no longer holds what it was built with ({_diff(installed, recorded)}); {rebuild}")
+    unbuilt = missing_bytecode(deps)
+    if unbuilt:
+        raise PackagingError(
+            f"{deps} lacks Python {limits.LAMBDA_PYTHON_VERSION} bytecode for {len(unbuilt)} files "
+            f"(e.g. {unbuilt[0].relative_to(deps)}): Lambda's task root is read-only; {rebuild}"
+        )
 
 
 def runtime_bytes_by_arch(env: EnvironmentConfig) -> dict[str, int]:
-    """Unzipped size of the runtime dependencies per architecture: measured if built, else estimated."""
+    """Unzipped size of the runtime dependencies per architecture (base + extras): measured if built, else
+    estimated. The largest zip's: every extra counts, whichever tasks carry it."""
     sizes = {}
-    for arch in ("arm64", "x86_64"):
-        deps = env.lambda_deps_dir / arch
-        measured = dir_size(deps) if deps.is_dir() else 0
+    for arch in ARCHITECTURES:
+        dirs = [deps_dir(env.lambda_deps_dir, arch, extra) for extra in (None, *EXTRAS)]
+        measured = sum(dir_size(path) for path in dirs if path.is_dir())
         code = dir_size(FUNCTIONS_DIR) if FUNCTIONS_DIR.is_dir() else 0
         sizes[arch] = (measured or limits.RUNTIME_DEPS_ESTIMATE_BYTES) + code
     return sizes
 
 
+def _diff(have: dict[str, str], want: dict[str, str]) -> str:
+    """``name have -> want`` for each difference, ``-`` for absent."""
+    names = sorted(have.keys() | want.keys())
+    return ", ".join(f"{n} {have.get(n, '-')} -> {want.get(n, '-')}" for n in names if have.get(n) != want.get(n))
+
+
 def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: str) -> Path:
     """Stage the zip contents for a Lambda model; returns the directory to use as the code asset."""
     out = _fresh(env.staging_dir / env.stage / spec.name / "zip")
-    deps = env.lambda_deps_dir / architecture
-    if deps.is_dir() and any(deps.iterdir()):
-        if env.packaging == "strict":
-            check_deps_current(deps, deps_stamp(env.lambda_deps_dir, architecture))
-        _link_tree(deps, out)
-    elif env.packaging == "strict":
-        raise PackagingError(
-            f"model {spec.name!r}: no runtime dependencies for {architecture} in {deps}. Build them with "
-            f"`python -m infra.build_deps --arch {architecture}` (see docs/infra.md), or preview the "
-            f"infrastructure without them with -c packaging=preview"
-        )
+    for extra in (None, *extras_for(spec.task)):
+        deps = deps_dir(env.lambda_deps_dir, architecture, extra)
+        if deps.is_dir() and any(deps.iterdir()):
+            if env.packaging == "strict":
+                check_deps_current(deps, deps_stamp(env.lambda_deps_dir, architecture, extra))
+            _link_tree(deps, out, keep_bytecode=True)  # Lambda's task root is read-only: ship the .pyc
+        elif env.packaging == "strict":
+            raise PackagingError(
+                f"model {spec.name!r}: no runtime dependencies for {architecture} in {deps}. Build them with "
+                f"`python -m infra.build_deps --arch {architecture}` (see docs/infra.md), or preview the "
+                f"infrastructure without them with -c packaging=preview"
+            )
     _link_tree(FUNCTIONS_DIR, out / "functions")
     _stage_artifact(spec, env, out)
     return out
 
 
 def stage_docker_context(spec: ModelSpec, env: EnvironmentConfig, *, dockerfile: Path) -> Path:
-    """Stage a minimal Docker build context: Dockerfile, requirements, ``functions/`` and the artifact."""
+    """Stage a minimal Docker build context: Dockerfile, the model's part of the lock, ``functions/`` and
+    the artifact. A ``gpu`` model's lock leaves onnxruntime out (its image installs onnxruntime-gpu) and
+    comes with ``constraints.txt``, the whole lock without hashes, for the image's other packages."""
     out = _fresh(env.staging_dir / env.stage / spec.name / "image")
     shutil.copy2(dockerfile, out / "Dockerfile")
-    # The runtime's requirements are source, not a build output: required in preview too.
-    if not REQUIREMENTS.is_file():
-        raise PackagingError(f"model {spec.name!r}: {REQUIREMENTS} is missing; the image cannot be built")
-    shutil.copy2(REQUIREMENTS, out / "requirements.txt")
+    # The lock is source, not a build output: required in preview too.
+    if not LOCK.is_file():
+        raise PackagingError(f"model {spec.name!r}: {LOCK} is missing (`make lock`); the image cannot be built")
+    pins = lockfile.read_lock(LOCK)
+    gpu = spec.target == "gpu"
+    sets = dependency_sets(lockfile.select(pins, leave_out=["onnxruntime"]) if gpu else pins)
+    wanted = [pin for extra in (None, *extras_for(spec.task)) for pin in sets[extra].values()]
+    (out / "requirements.lock").write_text(lockfile.render(wanted), encoding="utf-8")
+    if gpu:
+        (out / "constraints.txt").write_text(lockfile.constraints(pins.values()), encoding="utf-8")
     _link_tree(FUNCTIONS_DIR, out / "functions")
     (out / "artifacts" / spec.name).mkdir(parents=True, exist_ok=True)
     _stage_artifact(spec, env, out)
@@ -149,11 +245,11 @@ def _link(source: Path, dest: Path) -> None:
         shutil.copy2(source, dest)
 
 
-def _link_tree(source: Path, dest: Path) -> None:
+def _link_tree(source: Path, dest: Path, *, keep_bytecode: bool = False) -> None:
     if not source.is_dir():
         raise PackagingError(f"{source} does not exist")
 
     def copy(src: str, dst: str) -> None:
         _link(Path(src), Path(dst))
 
-    shutil.copytree(source, dest, ignore=_IGNORED, copy_function=copy, dirs_exist_ok=True)
+    shutil.copytree(source, dest, ignore=None if keep_bytecode else _IGNORED, copy_function=copy, dirs_exist_ok=True)

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from functions.contract import GateResult, Task
-from functions.inference.pipelines import ClassificationPipeline, EmbeddingPipeline, Pipeline
+from functions.inference.pipelines import Pipeline
+from functions.inference.pipelines.text import ClassificationPipeline, EmbeddingPipeline
 from functions.inference.postprocess import softmax
 from model_build import DATA_DIR
 from model_build.catalog import Gates

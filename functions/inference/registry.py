@@ -10,7 +10,7 @@ from typing import Any
 from functions.contract import Manifest
 from functions.errors import ArtifactError, MaasError, ModelNotFoundError, ModelNotReadyError
 from functions.inference.loader import resolve_artifact
-from functions.inference.pipelines import PIPELINES, Pipeline
+from functions.inference.pipelines import Pipeline, pipeline_class
 from functions.inference.session import resolve_providers
 from functions.settings import Settings, get_settings
 from functions.telemetry import logger
@@ -37,7 +37,7 @@ def pipeline_for(
     warmup: bool = True,
     providers: list[str] | None = None,
 ) -> Pipeline:
-    cls = PIPELINES.get(manifest.task)
+    cls = pipeline_class(manifest.task)
     if cls is None:
         raise ArtifactError(f"{manifest.name}: task {manifest.task} is not served by this runtime version")
     try:
