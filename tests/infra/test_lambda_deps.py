@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
+from functions.contract import load_catalog
 from infra import build_deps, limits, lockfile, packaging
-from infra.config import load_catalog, load_models
+from infra.config import load_models
 from infra.packaging import (
     EXTRAS,
     GPU_DOCKERFILE,

@@ -194,7 +194,7 @@ def _gpu_spec(tmp_path: Path):  # type: ignore[no-untyped-def]
     settings, _ = _setup(tmp_path)
     write_manifest(tmp_path / "artifacts", "g", "sentence-embeddings", {"model.onnx": 4})
     (spec,) = load_models(
-        {"g": gpu_entry()},
+        parse_catalog({"g": gpu_entry()}),
         artifacts_dir=tmp_path / "artifacts",
         allow_missing_artifacts=False,
         runtime_bytes=runtime_bytes_by_arch(settings),
