@@ -21,24 +21,25 @@ from dataclasses import dataclass, field
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
+from functions.contract.deployment import METRICS_NAMESPACE, HttpMetric
+
 SERVICE = os.getenv("POWERTOOLS_SERVICE_NAME") or "maas"
-NAMESPACE = os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "maas"
+NAMESPACE = os.getenv("POWERTOOLS_METRICS_NAMESPACE") or METRICS_NAMESPACE
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
-# Metric names the HTTP path publishes (dimensions: service, model); infra's dashboards and alarms use them.
-REQUESTS = "Requests"
-CLIENT_ERRORS = "ClientErrors"
-SERVER_ERRORS = "ServerErrors"
-LATENCY = "Latency"
-INPUTS = "Inputs"
-INPUT_TOKENS = "InputTokens"
-OUTPUT_TOKENS = "OutputTokens"
-COLD_START = "ColdStart"
-ERRORS_BY_CODE = "Errors"  # dimensions: service, model, code
-# Requests in flight or waiting for a slot, per process (the GPU service scales on it).
-IN_FLIGHT = "InFlight"
+# Metric names the HTTP path publishes (dimensions: service, model): the contract's, which infra's dashboards
+# and alarms read too.
+REQUESTS = HttpMetric.REQUESTS.value
+CLIENT_ERRORS = HttpMetric.CLIENT_ERRORS.value
+SERVER_ERRORS = HttpMetric.SERVER_ERRORS.value
+LATENCY = HttpMetric.LATENCY.value
+INPUTS = HttpMetric.INPUTS.value
+INPUT_TOKENS = HttpMetric.INPUT_TOKENS.value
+OUTPUT_TOKENS = HttpMetric.OUTPUT_TOKENS.value
+COLD_START = HttpMetric.COLD_START.value
+ERRORS_BY_CODE = HttpMetric.ERRORS_BY_CODE.value
 
 _cold_models: set[str] = set()
 

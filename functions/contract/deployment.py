@@ -7,6 +7,7 @@ reads the same names (``functions.settings.Settings`` reads every ``MAAS_*`` var
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,28 @@ IDEMPOTENCY_DIR = ".idempotency/"
 IDEMPOTENCY_TTL_DAYS = 7
 
 
+# What the HTTP path publishes per request (CloudWatch EMF, functions/telemetry.py) and the per-model dashboards
+# and alarms read (infra/constructs/alarms.py). Dimensions: service and model; ERRORS_BY_CODE adds code.
+METRICS_NAMESPACE = "maas"
+
+
+class HttpMetric(StrEnum):
+    REQUESTS = "Requests"
+    CLIENT_ERRORS = "ClientErrors"
+    SERVER_ERRORS = "ServerErrors"
+    LATENCY = "Latency"  # milliseconds, from the request's arrival at the app to its last byte
+    INPUTS = "Inputs"
+    INPUT_TOKENS = "InputTokens"
+    OUTPUT_TOKENS = "OutputTokens"
+    COLD_START = "ColdStart"  # 1 on a process's first request to a model
+    ERRORS_BY_CODE = "Errors"
+
+
+def service_name(model: str) -> str:
+    """The Powertools service of a deployed model: every log line and metric of its functions carries it."""
+    return f"maas-{model}"
+
+
 def _maas_name(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
@@ -63,7 +86,7 @@ class RuntimeEnvironment(BaseModel):
     queue_url: str | None = None
     # Powertools' own variables: every log line and metric names the service (one per model).
     service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME")
-    metrics_namespace: str = Field("maas", alias="POWERTOOLS_METRICS_NAMESPACE")
+    metrics_namespace: str = Field(METRICS_NAMESPACE, alias="POWERTOOLS_METRICS_NAMESPACE")
     log_level: str = Field("INFO", alias="POWERTOOLS_LOG_LEVEL")
 
     def variables(self) -> dict[str, str]:

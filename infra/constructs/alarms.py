@@ -16,6 +16,7 @@ from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from functions.contract.deployment import METRICS_NAMESPACE, HttpMetric, service_name
 from infra.config import ModelSpec
 from infra.settings import EnvironmentConfig
 
@@ -51,8 +52,24 @@ class ModelSignals:
     extra_widgets: Sequence[cw.IWidget] = field(default=())
 
 
+def model_metric(spec: ModelSpec, metric: HttpMetric, statistic: str) -> cw.Metric:
+    """One of the metrics the model's HTTP path publishes per request (EMF, functions/telemetry.py)."""
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=metric.value,
+        dimensions_map={"service": service_name(spec.name), "model": spec.name},
+        statistic=statistic,
+        period=FIVE_MINUTES,
+    )
+
+
 class ModelAlarms(Construct):
-    """Errors, throttles, p99 latency and DLQ depth > 0 for one model, plus its dashboard."""
+    """Errors, 5xx answers, throttles, p99 latency and DLQ depth > 0 for one model, plus its dashboard.
+
+    The target's own metrics (Lambda invocations, the API Gateway integration) catch what the app never
+    sees (a timeout, a crash); the app's per-request metrics catch what those count as success (a 500 the app
+    answered itself) and show the traffic by model: requests, errors, latency, inputs and tokens, cold starts.
+    """
 
     def __init__(
         self,
@@ -70,6 +87,13 @@ class ModelAlarms(Construct):
         self.alarms: dict[str, cw.Alarm] = {
             "errors": above(
                 self, "Errors", signals.errors, 0, f"{name}: invocations failed (unhandled errors, timeouts or 5XX)"
+            ),
+            "server_errors": above(
+                self,
+                "ServerErrors",
+                model_metric(spec, HttpMetric.SERVER_ERRORS, "Sum"),
+                0,
+                f"{name}: the app answered 5xx (a model that failed to load, or an internal error)",
             ),
             "throttles": above(self, "Throttles", signals.throttles, 0, f"{name}: {signals.throttles_description}"),
             "latency": above(
@@ -99,6 +123,29 @@ class ModelAlarms(Construct):
             cw.AlarmWidget(title="Errors", alarm=self.alarms["errors"], width=8),
             cw.AlarmWidget(title="Throttles / saturation", alarm=self.alarms["throttles"], width=8),
             cw.AlarmWidget(title="p99 latency (ms)", alarm=self.alarms["latency"], width=8),
+        )
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Requests and errors (app)",
+                left=[
+                    model_metric(spec, HttpMetric.REQUESTS, "Sum"),
+                    model_metric(spec, HttpMetric.CLIENT_ERRORS, "Sum"),
+                    model_metric(spec, HttpMetric.SERVER_ERRORS, "Sum"),
+                ],
+                right=[model_metric(spec, HttpMetric.COLD_START, "Sum")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Latency in the app (ms)",
+                left=[model_metric(spec, HttpMetric.LATENCY, s) for s in ("p50", "p99")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Inputs and tokens",
+                left=[model_metric(spec, HttpMetric.INPUTS, "Sum")],
+                right=[model_metric(spec, m, "Sum") for m in (HttpMetric.INPUT_TOKENS, HttpMetric.OUTPUT_TOKENS)],
+                width=8,
+            ),
         )
         dashboard.add_widgets(
             cw.GraphWidget(

@@ -22,7 +22,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import IConstruct
 
-from functions.contract.deployment import IDEMPOTENCY_TTL_DAYS, REPLIES_DIR, RuntimeEnvironment
+from functions.contract.deployment import IDEMPOTENCY_TTL_DAYS, REPLIES_DIR, RuntimeEnvironment, service_name
 from functions.contract.rules import queue_url
 from infra import nag
 from infra.config import ModelSpec
@@ -195,7 +195,7 @@ class DataAccess:
             expected_bucket_owner=self.account,
             idempotency_table=table.table_name if table is not None else None,
             idempotency_ttl_seconds=IDEMPOTENCY_TTL_DAYS * 24 * 3600 if table is not None else None,
-            service_name=f"maas-{spec.name}",
+            service_name=service_name(spec.name),
             log_level=settings.log_level,
             **runtime,  # type: ignore[arg-type]
         )

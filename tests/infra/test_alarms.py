@@ -3,6 +3,7 @@ message in a dead-letter queue, notifies the shared encrypted topic, and has its
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -62,3 +63,31 @@ def test_lambda_models_watch_every_dead_letter_queue(default_app: Synth) -> None
     }
     assert queues == watched == {k for k in queues}  # the job DLQ and the S3 failure queue
     assert len(queues) == 2
+
+
+def test_every_model_alarms_on_and_charts_the_metrics_its_app_publishes(default_app: Synth) -> None:
+    """The per-request EMF metrics (functions/telemetry.py) are what the alarm and dashboard read: the same
+    namespace, metric names and dimensions, all from the contract."""
+    from functions.contract.deployment import METRICS_NAMESPACE, HttpMetric, service_name
+
+    for model, stack_name in default_app.model_stacks().items():
+        app_alarms = [a for a in _alarms(default_app, stack_name) if a.get("Namespace") == METRICS_NAMESPACE]
+        assert [a["MetricName"] for a in app_alarms] == [HttpMetric.SERVER_ERRORS.value], model
+        assert {d["Name"]: d["Value"] for d in app_alarms[0]["Dimensions"]} == {
+            "service": service_name(model),
+            "model": model,
+        }
+        (dashboard,) = [
+            r for r in default_app.json(stack_name)["Resources"].values() if r["Type"] == "AWS::CloudWatch::Dashboard"
+        ]
+        parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+        body = json.loads("".join(p if isinstance(p, str) else "token" for p in parts))
+        metrics = [m for w in body["widgets"] for m in w.get("properties", {}).get("metrics", [])]
+        charted = {
+            (m[0], m[1], tuple(sorted(zip(m[2:-1:2], m[3:-1:2], strict=True))))
+            for m in metrics
+            if m[0] == METRICS_NAMESPACE
+        }
+        dims = tuple(sorted({"service": service_name(model), "model": model}.items()))
+        expected = {(METRICS_NAMESPACE, m.value, dims) for m in HttpMetric if m is not HttpMetric.ERRORS_BY_CODE}
+        assert charted == expected, model
