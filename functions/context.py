@@ -39,6 +39,6 @@ class DeadlineContext(LambdaContext):
         self._log_group_name = f"/aws/lambda/{function_name}"
         self._log_stream_name = "local"
 
-    def get_remaining_time_in_millis(self) -> int:
+    def get_remaining_time_in_millis(self) -> int:  # type: ignore[override]  # static in the stub, bound in Lambda
         """Milliseconds left before the deadline (0 once it has passed), as Lambda's context reports them."""
         return max(0, int((self._deadline - time.monotonic()) * 1000))

@@ -226,7 +226,7 @@ class S3JobRunner:
         return self._finish(spec, summary_key, summary, None)
 
     def _summary(
-        self, job: S3Job, pipeline: Pipeline | None, started: float, started_at: str, output_key: str | None,
+        self, job: S3Job, pipeline: Pipeline[Any] | None, started: float, started_at: str, output_key: str | None,
         tally: _Tally,
     ) -> JobSummary:
         return JobSummary(
@@ -314,7 +314,7 @@ class S3JobRunner:
         return read_jsonl(lines, max_line_bytes=limit)
 
     def _stream(
-        self, pipeline: Pipeline, job: S3Job, fmt: InputFormat, body: Iterator[bytes], upload: StreamingUpload,
+        self, pipeline: Pipeline[Any], job: S3Job, fmt: InputFormat, body: Iterator[bytes], upload: StreamingUpload,
         tally: _Tally,
     ) -> None:
         window_size = pipeline.limits.max_batch * self.settings.window_batches
@@ -328,7 +328,7 @@ class S3JobRunner:
             self._flush(pipeline, job, window, upload, tally)
 
     def _flush(
-        self, pipeline: Pipeline, job: S3Job, window: list[InputRecord], upload: StreamingUpload, tally: _Tally
+        self, pipeline: Pipeline[Any], job: S3Job, window: list[InputRecord], upload: StreamingUpload, tally: _Tally
     ) -> None:
         for record in window:
             if record.image_key is not None and record.error is None:

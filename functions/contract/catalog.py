@@ -230,4 +230,5 @@ def _section_model(section: str, table: Mapping[str, Any]) -> type[BaseModel] | 
         return CatalogEntry
     if section == "deploy":
         return GpuDeploy if (table.get("deploy") or {}).get("target") == "gpu" else LambdaDeploy
-    return {"gates": Gates, "limits": Limits}.get(section)
+    sections: dict[str, type[BaseModel]] = {"gates": Gates, "limits": Limits}
+    return sections.get(section)

@@ -24,7 +24,7 @@ def load_pipeline(
     warmup: bool = True,
     s3_client: Any = None,
     providers: list[str] | None = None,
-) -> Pipeline:
+) -> Pipeline[Any]:
     directory, manifest = resolve_artifact(uri, cache_dir, s3_client=s3_client)
     return pipeline_for(directory, manifest, intra_op_threads=intra_op_threads, warmup=warmup, providers=providers)
 
@@ -36,7 +36,7 @@ def pipeline_for(
     intra_op_threads: int = 0,
     warmup: bool = True,
     providers: list[str] | None = None,
-) -> Pipeline:
+) -> Pipeline[Any]:
     cls = pipeline_class(manifest.task)
     if cls is None:
         raise ArtifactError(f"{manifest.name}: task {manifest.task} is not served by this runtime version")
@@ -59,15 +59,15 @@ class ModelRegistry:
     """The models this process serves, plus the ones that failed to load (reported, not hidden)."""
 
     def __init__(self) -> None:
-        self._pipelines: dict[str, Pipeline] = {}
+        self._pipelines: dict[str, Pipeline[Any]] = {}
         self.failures: dict[str, str] = {}
         self.failure_codes: dict[str, str] = {}
         self.load_seconds: dict[str, float] = {}
 
-    def add(self, pipeline: Pipeline) -> None:
+    def add(self, pipeline: Pipeline[Any]) -> None:
         self._pipelines[pipeline.name] = pipeline
 
-    def load(self, uri: str, settings: Settings, *, s3_client: Any = None) -> Pipeline | None:
+    def load(self, uri: str, settings: Settings, *, s3_client: Any = None) -> Pipeline[Any] | None:
         started = time.perf_counter()
         try:
             pipeline = load_pipeline(
@@ -95,7 +95,7 @@ class ModelRegistry:
         )
         return pipeline
 
-    def get(self, name: str) -> Pipeline:
+    def get(self, name: str) -> Pipeline[Any]:
         pipeline = self._pipelines.get(name)
         if pipeline is not None:
             return pipeline
@@ -111,7 +111,7 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._pipelines)
 
-    def pipelines(self) -> list[Pipeline]:
+    def pipelines(self) -> list[Pipeline[Any]]:
         return [self._pipelines[name] for name in self.names()]
 
     def failure_summary(self) -> list[dict[str, str]]:

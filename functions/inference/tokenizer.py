@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from functions.errors import InvalidInputError, PayloadTooLargeError
 
@@ -111,7 +111,7 @@ class TextEncoder:
         return [TokenizedText(list(e.ids), list(e.type_ids), i in cut_set) for i, e in enumerate(encodings)]
 
     @staticmethod
-    def _encode_each(tokenizer: Tokenizer, texts: Sequence[str]) -> list[object]:
+    def _encode_each(tokenizer: Tokenizer, texts: Sequence[str]) -> list[Encoding]:
         """``encode_batch``; should the Rust side refuse the batch, find the input it refused and blame it alone."""
         try:
             return list(tokenizer.encode_batch(list(texts), add_special_tokens=True))
