@@ -15,8 +15,9 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from functions.contract import load_catalog
+from functions.contract import CatalogEntry, load_catalog
 from infra.config import ModelSpec, load_models
+from infra.errors import EnvironmentConfigError
 from infra.packaging import runtime_bytes_by_arch
 from infra.settings import REPO_ROOT, EnvironmentConfig, load_environment
 from infra.stacks.api import ApiStack
@@ -27,6 +28,19 @@ from infra.stacks.shared import SharedStack
 def model_stack_name(settings: EnvironmentConfig, spec: ModelSpec) -> str:
     """``maas-<stage>-model-<name>``: the ``model-`` part keeps a model called "api" from clashing."""
     return f"{settings.prefix}-model-{spec.name}"
+
+
+def stage_models(catalog: Mapping[str, CatalogEntry], settings: EnvironmentConfig) -> dict[str, CatalogEntry]:
+    """The catalog entries this stage deploys (its ``models`` setting; every entry when it names none)."""
+    if not settings.models:
+        return dict(catalog)
+    unknown = sorted(set(settings.models) - set(catalog))
+    if unknown:
+        raise EnvironmentConfigError(
+            f"stage {settings.stage!r} deploys {', '.join(unknown)}, which the catalog does not have; "
+            f"catalog models: {', '.join(catalog)}"
+        )
+    return {name: entry for name, entry in catalog.items() if name in settings.models}
 
 
 def cdk_json_context() -> dict[str, Any]:
@@ -52,7 +66,7 @@ def build_app(
     app = cdk.App(context={**cdk_json_context(), **(context or {})}, outdir=outdir)
     settings = load_environment(app.node.try_get_context, os.environ if environ is None else environ)
     models = load_models(
-        load_catalog(settings.catalog),
+        stage_models(load_catalog(settings.catalog), settings),
         artifacts_dir=settings.artifacts_dir,
         allow_missing_artifacts=settings.allow_missing_artifacts,
         runtime_bytes=runtime_bytes_by_arch(settings),

@@ -87,6 +87,15 @@ class EnvironmentConfig:
     log_retention_days: int = 30
     log_level: str = "INFO"
     alarm_email: str | None = None
+    # Who hears the alarms: "mailto:<address>", "https://<endpoint>", an SQS queue or Lambda function ARN.
+    alarm_subscriptions: tuple[str, ...] = ()
+    # A stage that may not deploy with nobody listening to its alarms (prod).
+    require_alarm_subscription: bool = False
+    # The catalog models this stage deploys (empty = every entry). A GPU model is opt-in this way.
+    models: tuple[str, ...] = ()
+    # Reserved concurrency of each model's S3 and SQS functions (0 = unreserved): an upload burst cannot take
+    # the account's concurrency from the HTTP functions. A catalog entry's batch_reserved_concurrency wins.
+    batch_reserved_concurrency: int = 5
     waf: bool = True
     retain_data: bool = True
     api_timeout_quota_s: int = 29
@@ -195,6 +204,12 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         log_retention_days=_int(raw.get("log_retention_days", 30), "logRetentionDays", low=1),
         log_level=_choice(raw.get("log_level", "INFO"), ("DEBUG", "INFO", "WARNING", "ERROR"), "logLevel"),
         alarm_email=str(raw["alarm_email"]) if raw.get("alarm_email") else None,
+        alarm_subscriptions=tuple(
+            _subscription(s) for s in _strings(raw.get("alarm_subscriptions", ()), "alarmSubscriptions")
+        ),
+        require_alarm_subscription=_bool(raw.get("require_alarm_subscription", False), "requireAlarmSubscription"),
+        models=tuple(_strings(raw.get("models", ()), "models")),
+        batch_reserved_concurrency=_int(raw.get("batch_reserved_concurrency", 5), "batchReservedConcurrency", low=0),
         waf=_bool(raw.get("waf", True), "waf"),
         retain_data=_bool(raw.get("retain_data", True), "retainData"),
         api_timeout_quota_s=_int(raw.get("api_timeout_quota_s", 29), "apiTimeoutQuotaS", low=1),
@@ -210,6 +225,11 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         raise EnvironmentConfigError(
             "allowMissingArtifacts=true is a preview of the infrastructure (cdk synth / cdk diff): it needs "
             "-c packaging=preview, so a model without its artifact can never be deployed"
+        )
+    if config.require_alarm_subscription and not (config.alarm_subscriptions or config.alarm_email):
+        raise EnvironmentConfigError(
+            f"stage {config.stage!r} requires someone to hear its alarms: set alarm_subscriptions (e.g. "
+            f'["mailto:oncall@example.com"]) in its config file or -c alarmSubscriptions=\'["mailto:..."]\''
         )
     if config.log_retention_days not in LOG_RETENTION_DAYS:
         raise EnvironmentConfigError(f"logRetentionDays must be one of {LOG_RETENTION_DAYS}")
@@ -240,6 +260,36 @@ def _tier(name: str, spec: Any) -> UsageTier:
     if tier.burst_limit < tier.rate_limit:
         raise EnvironmentConfigError(f"tier {name!r}: burst_limit must be at least rate_limit")
     return tier
+
+
+def _strings(value: Any, key: str) -> list[str]:
+    """A list of strings from TOML, or from context as JSON (``-c models='["a","b"]'``) or comma-separated."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise EnvironmentConfigError(f"{key} must be a list of strings: {exc}") from exc
+        else:
+            value = [v.strip() for v in stripped.split(",") if v.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise EnvironmentConfigError(f"{key} must be a list of strings, got {value!r}")
+    return list(value)
+
+
+_SUBSCRIPTION_RE = re.compile(
+    r"^(mailto:[^@\s]+@[^@\s]+\.[^@\s]+|https://\S+|arn:aws[a-z-]*:(sqs|lambda):[a-z0-9-]+:\d{12}:\S+)$"
+)
+
+
+def _subscription(value: str) -> str:
+    if not _SUBSCRIPTION_RE.fullmatch(value):
+        raise EnvironmentConfigError(
+            f"alarm subscription {value!r} must be mailto:<address>, https://<endpoint>, or an SQS queue or "
+            "Lambda function ARN"
+        )
+    return value
 
 
 def _cidr(value: Any) -> str:

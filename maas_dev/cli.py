@@ -142,6 +142,33 @@ def pull(
 
 
 @app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="catalog model name")],
+    stage: Annotated[str, typer.Option(help="the stage it is deployed in")] = "dev",
+    to: Annotated[
+        str | None,
+        typer.Option(help="artifact version (content hash) or Lambda version number; default: the previous one"),
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="AWS region (default: the profile's)")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="Lambda endpoint (e.g. a local moto server)")] = None,
+) -> None:
+    """Move a deployed Lambda model's `live` aliases back to an earlier, retained version (seconds, no deploy)."""
+    import boto3
+
+    from maas_dev.rollback import RollbackError
+    from maas_dev.rollback import rollback as move_aliases
+
+    client = boto3.client("lambda", region_name=region, endpoint_url=endpoint_url)
+    try:
+        moves = move_aliases(client, stage=stage, model=model, to=to)
+    except RollbackError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(1) from None
+    for move in moves:
+        typer.echo(f"{move.function} ({move.kind}): live {move.from_version} -> {move.to_version}")
+
+
+@app.command()
 def serve(
     models: Annotated[
         list[str] | None, typer.Argument(help="names, artifact dirs or s3:// URIs (default: all built)")

@@ -97,6 +97,15 @@ class LambdaDeploy(CommonDeploy):
     ephemeral_storage_mb: int = Field(512, ge=0)
     batch_max_concurrency: int = Field(5, ge=0)
     batch_memory_mb: int | None = Field(None, ge=0)
+    # Reserved concurrency of the S3 and SQS functions (0 = unreserved); unset = the stage's default.
+    batch_reserved_concurrency: int | None = Field(None, ge=0)
+    # Lambda SnapStart on the published versions (zip only, not with provisioned concurrency, /tmp ≤ 512 MB).
+    snap_start: bool = False
+    # How a new version reaches the `live` alias: at once, or a CodeDeploy canary/linear shift rolled back
+    # automatically when the model's alarms fire.
+    rollout: Literal[
+        "all-at-once", "canary-10-percent-5-minutes", "canary-10-percent-15-minutes", "linear-10-percent-every-minute"
+    ] = "all-at-once"
 
 
 class GpuDeploy(CommonDeploy):

@@ -20,6 +20,20 @@ HANDLERS = {
     "s3": "functions.handlers.s3.handler",
     "sqs": "functions.handlers.sqs.handler",
 }
+# Every function is invoked through this alias; `maas rollback` moves it to an earlier, retained version.
+LIVE_ALIAS = "live"
+
+
+def function_tags(stage: str, model: str, kind: str) -> dict[str, str]:
+    """The tags that find a model's functions in an account (``maas rollback`` looks them up by these)."""
+    return {"maas:stage": stage, "maas:model": model, "maas:function": kind}
+
+
+def version_description(artifact_version: str) -> str:
+    """A published Lambda version's description: the artifact version it serves (``maas rollback --to``)."""
+    return f"maas artifact {artifact_version}"
+
+
 # The GPU container: the same ASGI app under uvicorn, and the queue worker.
 PORT = 8080
 HEALTH_PATH = "/v2/health/ready"

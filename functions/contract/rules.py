@@ -126,6 +126,14 @@ def check_lambda(name: str, deploy: LambdaDeploy) -> None:
         )
     if not 2 <= deploy.batch_max_concurrency <= 1000:
         raise CatalogError(f"model {name!r}: batch_max_concurrency must be 2..1000 (an SQS event source rule)")
+    if deploy.snap_start:
+        for clash, why in (
+            (deploy.provisioned_concurrency > 0, "provisioned_concurrency (AWS does not combine the two)"),
+            (deploy.package == "image", 'package = "image" (SnapStart is for zip packages)'),
+            (deploy.ephemeral_storage_mb > aws.LAMBDA_EPHEMERAL_MIN_MB, "ephemeral_storage_mb above 512"),
+        ):
+            if clash:
+                raise CatalogError(f"model {name!r}: snap_start cannot be used with {why}; drop one of them")
 
 
 def check_gpu(name: str, deploy: GpuDeploy) -> None:

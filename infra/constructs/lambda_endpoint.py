@@ -1,12 +1,14 @@
 """A ``lambda`` model: the maas runtime as three functions (HTTP, S3, SQS) from one zip or image.
 
-The HTTP function sits behind API Gateway (through a ``live`` alias that carries any provisioned
-concurrency); the S3 and SQS functions run batch jobs with their own, longer timeout
-(``batch_timeout_s``). All three share one code asset (so one upload or one image), arm64 by
-default, and each has its own role that holds only the statements
-:class:`~infra.constructs.data_access.DataAccess` hands it: the HTTP function no batch data, the S3
-function its input/output prefixes, the SQS function only its reply folder and reply queues; the
-idempotency table goes to the two batch functions only.
+Every function is reached through its ``live`` alias (API Gateway, the S3 notification and the SQS event
+source all target the alias, never ``$LATEST``), and every published version is retained, so a deploy never
+deletes the version an alias may have to go back to (``maas rollback``). The HTTP alias carries any
+provisioned concurrency; the S3 and SQS functions run batch jobs with their own, longer timeout
+(``batch_timeout_s``) and a reserved concurrency, so an upload burst cannot starve the HTTP function. All
+three share one code asset (so one upload or one image), arm64 by default, and each has its own role that
+holds only the statements :class:`~infra.constructs.data_access.DataAccess` hands it: the HTTP function no
+batch data, the S3 function its input/output prefixes, the SQS function only its reply folder and reply
+queues; the idempotency table goes to the two batch functions only.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from functions.contract.catalog import LambdaDeploy
-from functions.contract.deployment import HANDLERS, TASK_ROOT_ARTIFACTS
+from functions.contract.deployment import (
+    HANDLERS,
+    LIVE_ALIAS,
+    TASK_ROOT_ARTIFACTS,
+    function_tags,
+    version_description,
+)
 from infra import nag
 from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
@@ -65,9 +73,7 @@ class LambdaEndpoint(Construct):
         self._spec, self._settings, self._deploy = spec, settings, spec.deploy
         self._package_dir = package_dir
         http_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS).variables()
-        batch_environment = access.environment(
-            spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, table=table
-        ).variables()
+        batch_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, table=table).variables()
         artifact = access.artifact_statements(spec) if spec.deploy.model_source == "s3" else []
         idempotency = access.idempotency_statement(table)
         self.http_function = self._function(
@@ -79,6 +85,8 @@ class LambdaEndpoint(Construct):
             environment=http_environment,
             statements=artifact,
         )
+        batch_reserved = self._deploy.batch_reserved_concurrency
+        batch_reserved = settings.batch_reserved_concurrency if batch_reserved is None else batch_reserved
         # The batch functions get their own, longer timeout (batch_timeout_s): a job streams a whole
         # object through the model, far beyond what an API request may take.
         batch_memory = self._deploy.batch_memory_mb or self._deploy.memory_mb
@@ -90,6 +98,7 @@ class LambdaEndpoint(Construct):
             memory_mb=batch_memory,
             environment=batch_environment,
             statements=s3_statements,
+            reserved=batch_reserved or None,
         )
         sqs_statements = [*artifact, *access.reply_statements(spec), idempotency]
         self.sqs_function = self._function(
@@ -99,13 +108,20 @@ class LambdaEndpoint(Construct):
             memory_mb=batch_memory,
             environment=batch_environment,
             statements=sqs_statements,
+            reserved=batch_reserved or None,
         )
         self.http_alias = lambda_.Alias(
             self,
             "Live",
-            alias_name="live",
+            alias_name=LIVE_ALIAS,
             version=self.http_function.current_version,
             provisioned_concurrent_executions=self._deploy.provisioned_concurrency or None,
+        )
+        self.s3_alias = lambda_.Alias(
+            self, "S3JobsLive", alias_name=LIVE_ALIAS, version=self.s3_function.current_version
+        )
+        self.sqs_alias = lambda_.Alias(
+            self, "SqsJobsLive", alias_name=LIVE_ALIAS, version=self.sqs_function.current_version
         )
         nag.acknowledge(
             self,
@@ -124,6 +140,11 @@ class LambdaEndpoint(Construct):
     def functions(self) -> Sequence[lambda_.Function]:
         """All three functions, HTTP first."""
         return (self.http_function, self.s3_function, self.sqs_function)
+
+    @property
+    def aliases(self) -> Sequence[lambda_.Alias]:
+        """The ``live`` alias of each function, HTTP first: what callers and event sources invoke."""
+        return (self.http_alias, self.s3_alias, self.sqs_alias)
 
     def _code(self, handler: str) -> lambda_.Code:
         if self._spec.package == "zip":
@@ -172,7 +193,7 @@ class LambdaEndpoint(Construct):
             role.add_to_policy(statement)
         image = self._spec.package == "image"
         handler = HANDLERS[kind]
-        return lambda_.Function(
+        function = lambda_.Function(
             self,
             construct_id,
             description=f"maas {self._spec.name} ({self._spec.task}) {kind} handler",
@@ -194,4 +215,13 @@ class LambdaEndpoint(Construct):
             system_log_level_v2=lambda_.SystemLogLevel.WARN,
             tracing=lambda_.Tracing.ACTIVE,
             recursive_loop=lambda_.RecursiveLoop.TERMINATE,
+            # A deploy publishes a new version and moves the alias; the old version stays to roll back to.
+            current_version_options=lambda_.VersionOptions(
+                removal_policy=cdk.RemovalPolicy.RETAIN,
+                description=version_description(self._spec.artifact.version),
+            ),
+            snap_start=lambda_.SnapStartConf.ON_PUBLISHED_VERSIONS if self._deploy.snap_start else None,
         )
+        for key, value in function_tags(self._settings.stage, self._spec.name, kind).items():
+            cdk.Tags.of(function).add(key, value)
+        return function

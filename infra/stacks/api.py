@@ -145,7 +145,7 @@ class ApiStack(cdk.Stack):
                     action=wafv2.CfnWebACL.RuleActionProperty(block={}),
                     statement=wafv2.CfnWebACL.StatementProperty(
                         rate_based_statement=wafv2.CfnWebACL.RateBasedStatementProperty(
-                            aggregate_key_type="IP", limit=int(settings.stage_rate_limit * 300)
+                            aggregate_key_type="IP", limit=settings.waf_ip_rate_limit
                         )
                     ),
                     visibility_config=_visibility("RateLimitPerIp"),

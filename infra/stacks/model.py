@@ -9,10 +9,12 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_codedeploy as codedeploy
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from functions.contract.catalog import LambdaDeploy
 from infra import nag, packaging
 from infra.config import ModelSpec
 from infra.constructs.alarms import ModelAlarms, ModelSignals
@@ -25,6 +27,12 @@ from infra.settings import EnvironmentConfig
 from infra.stacks.shared import SharedStack
 
 ONE_MINUTE = cdk.Duration.minutes(1)
+# How a new HTTP version reaches the `live` alias (catalog deploy.rollout); rolled back when the alarms fire.
+ROLLOUTS = {
+    "canary-10-percent-5-minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_5_MINUTES,
+    "canary-10-percent-15-minutes": codedeploy.LambdaDeploymentConfig.CANARY_10_PERCENT_15_MINUTES,
+    "linear-10-percent-every-minute": codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_1_MINUTE,
+}
 FIVE_MINUTES = cdk.Duration.minutes(5)
 # The singleton Lambda CDK creates per stack to manage S3 notifications on an imported bucket.
 _NOTIFICATIONS_HANDLER = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
@@ -74,6 +82,15 @@ class ModelStack(cdk.Stack):
         self.alarms = ModelAlarms(
             self, "Alarms", spec=spec, settings=settings, topic=shared.alarm_topic, signals=signals
         )
+        if isinstance(spec.deploy, LambdaDeploy) and spec.deploy.rollout != "all-at-once":
+            self.rollout = codedeploy.LambdaDeploymentGroup(
+                self,
+                "Rollout",
+                alias=self.endpoint.http_alias,
+                deployment_config=ROLLOUTS[spec.deploy.rollout],
+                alarms=[self.alarms.alarms["errors"], self.alarms.alarms["server_errors"]],
+                auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, deployment_in_alarm=True),
+            )
         handler = self.node.try_find_child(_NOTIFICATIONS_HANDLER)
         if handler is not None:
             nag.acknowledge(
@@ -92,7 +109,7 @@ class ModelStack(cdk.Stack):
             package_dir = packaging.stage_lambda_zip(spec, settings, architecture=spec.deploy.architecture)  # type: ignore[union-attr]
         else:
             package_dir = packaging.stage_docker_context(spec, settings, dockerfile=packaging.LAMBDA_DOCKERFILE)
-        endpoint = LambdaEndpoint(
+        endpoint = self.endpoint = LambdaEndpoint(
             self,
             "Endpoint",
             spec=spec,
@@ -106,8 +123,8 @@ class ModelStack(cdk.Stack):
             "Batch",
             spec=spec,
             batch_bucket=self.batch_bucket,
-            s3_function=endpoint.s3_function,
-            sqs_function=endpoint.sqs_function,
+            s3_function=endpoint.s3_alias,
+            sqs_function=endpoint.sqs_alias,
         )
         self.events = events
         integration = apigw.LambdaIntegration(

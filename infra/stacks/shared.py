@@ -15,10 +15,12 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
@@ -71,8 +73,12 @@ class SharedStack(cdk.Stack):
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", display_name=f"{settings.prefix} alarms", master_key=self.data_key, enforce_ssl=True
         )
-        if settings.alarm_email:
-            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(settings.alarm_email))
+        for target in (
+            *settings.alarm_subscriptions,
+            *([f"mailto:{settings.alarm_email}"] * bool(settings.alarm_email)),
+        ):
+            self.alarm_topic.add_subscription(self._subscription(target))
+
         self.api = self._rest_api(models)
         self.vpc = self._vpc() if any(m.target == "gpu" for m in models) else None
         ApiAlarms(self, "ApiAlarms", settings=settings, topic=self.alarm_topic, models=models)
@@ -83,6 +89,19 @@ class SharedStack(cdk.Stack):
             "ApiUrl",
             description="Base URL of the API stage (deployed by the api stack)",
             value=f"https://{self.api.rest_api_id}.execute-api.{self.region}.{self.url_suffix}/{settings.stage}/",
+        )
+
+    def _subscription(self, target: str) -> sns.ITopicSubscription:
+        """``mailto:`` an address, ``https://`` an endpoint, or an SQS queue / Lambda function by ARN."""
+        if target.startswith("mailto:"):
+            return subscriptions.EmailSubscription(target.removeprefix("mailto:"))
+        if target.startswith("https://"):
+            return subscriptions.UrlSubscription(target)
+        name = target.rsplit(":", 1)[-1]
+        if ":sqs:" in target:
+            return subscriptions.SqsSubscription(sqs.Queue.from_queue_arn(self, f"AlarmQueue-{name}", target))
+        return subscriptions.LambdaSubscription(
+            lambda_.Function.from_function_arn(self, f"AlarmFunction-{name}", target)
         )
 
     def api_refs(self) -> ApiRefs:

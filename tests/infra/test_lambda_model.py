@@ -103,7 +103,9 @@ def test_sqs_consumer_reports_item_failures_and_queue_outlives_6x_timeout(
                 props = mapping["Properties"]
                 assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
                 queue = resources[props["EventSourceArn"]["Fn::GetAtt"][0]]["Properties"]
-                function = resources[props["FunctionName"]["Ref"]]["Properties"]
+                alias = resources[_ref(props["FunctionName"])]
+                assert alias["Type"] == "AWS::Lambda::Alias" and alias["Properties"]["Name"] == "live"
+                function = resources[alias["Properties"]["FunctionName"]["Ref"]]["Properties"]
                 assert queue["VisibilityTimeout"] >= 6 * function["Timeout"], stack_name
                 assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
                 dlq = resources[queue["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]]
@@ -185,17 +187,47 @@ def test_openai_embeddings_schema_enforces_the_models_limits(default_app: Synth,
     )
 
 
-def test_api_invokes_the_live_alias(default_app: Synth, lambda_names: list[str]) -> None:
+def _ref(value: Any) -> str | None:
+    """The logical id a property refers to, however CloudFormation spells it (Ref, or an ARN built from one)."""
+    if isinstance(value, dict):
+        if "Ref" in value:
+            return str(value["Ref"])
+        value = list(value.values())
+    if isinstance(value, list):
+        return next((found for item in value if (found := _ref(item)) is not None), None)
+    return None
+
+
+def test_every_function_is_invoked_through_its_live_alias_and_keeps_its_versions(
+    default_app: Synth, lambda_names: list[str]
+) -> None:
+    """API Gateway, the S3 notification and the SQS event source invoke ``live``, never $LATEST; a deploy
+    retains the versions it replaces, so ``maas rollback`` always has somewhere to go back to."""
     for name in lambda_names:
-        template = default_app.template(f"maas-{STAGE}-model-{name}")
-        aliases = template.find_resources("AWS::Lambda::Alias", {"Properties": {"Name": "live"}})
-        assert len(aliases) == 1
-        alias_id = next(iter(aliases))
-        for permission in template.find_resources(
-            "AWS::Lambda::Permission", {"Properties": {"Principal": "apigateway.amazonaws.com"}}
-        ).values():
-            assert permission["Properties"]["FunctionName"] == {"Ref": alias_id}
-            assert "/*/" in str(permission["Properties"]["SourceArn"])  # scoped to one method and path
+        resources = default_app.json(f"maas-{STAGE}-model-{name}")["Resources"]
+        handler_of = {
+            k: r["Properties"]["Handler"] for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+        }
+        aliases = {
+            handler_of[r["Properties"]["FunctionName"]["Ref"]]: k
+            for k, r in resources.items()
+            if r["Type"] == "AWS::Lambda::Alias" and r["Properties"]["Name"] == "live"
+        }
+        assert set(aliases) == set(HANDLERS), name  # one alias per function
+        invoked = {
+            _ref(r["Properties"]["FunctionName"])
+            for r in resources.values()
+            if r["Type"] in ("AWS::Lambda::Permission", "AWS::Lambda::EventSourceMapping")
+        }
+        assert invoked == set(aliases.values()), name
+        api = [
+            r["Properties"]["FunctionName"]
+            for r in resources.values()
+            if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
+        ]
+        assert api and all(f == {"Ref": aliases["functions.handlers.http.handler"]} for f in api)
+        versions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Version"]
+        assert len(versions) == 3 and all(v["DeletionPolicy"] == v["UpdateReplacePolicy"] == "Retain" for v in versions)
 
 
 def test_big_model_becomes_an_x86_container_image_with_provisioned_concurrency(variant_app: Synth) -> None:

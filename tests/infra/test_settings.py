@@ -40,9 +40,25 @@ def test_config_file_overrides_defaults_and_context_overrides_the_file(tmp_path:
 
 
 def test_shipped_stage_files_are_valid() -> None:
+    oncall = '["mailto:oncall@example.com"]'
     for path in sorted((REPO_ROOT / "infra" / "stages").glob("*.toml")):
-        settings = _load({"configFile": str(path), "account": "123456789012", "region": "eu-west-1"})
-        assert settings.stage == path.stem
+        base = {"configFile": str(path), "account": "123456789012", "region": "eu-west-1"}
+        settings = _load({**base, "alarmSubscriptions": oncall})
+        assert settings.stage == path.stem and settings.alarm_subscriptions == ("mailto:oncall@example.com",)
+
+
+def test_prod_refuses_to_deploy_with_nobody_hearing_its_alarms() -> None:
+    prod = {"configFile": str(REPO_ROOT / "infra/stages/prod.toml"), "account": "123456789012", "region": "eu-west-1"}
+    with pytest.raises(EnvironmentConfigError, match=r"stage 'prod' requires someone to hear its alarms"):
+        _load(prod)
+
+
+def test_dev_deploys_the_four_lambda_models_and_leaves_the_gpu_model_opt_in() -> None:
+    dev = _load(
+        {"configFile": str(REPO_ROOT / "infra/stages/dev.toml"), "account": "123456789012", "region": "eu-west-1"}
+    )
+    assert dev.models == ("minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0")
+    assert dev.require_alarm_subscription is False
 
 
 @pytest.mark.parametrize(
@@ -56,6 +72,8 @@ def test_shipped_stage_files_are_valid() -> None:
         ({"stageRateLimit": "10"}, r"below the fastest tier"),
         ({"packaging": "sloppy"}, r"packaging must be one of strict, preview"),
         ({"allowMissingArtifacts": "true", "packaging": "strict"}, r"needs -c packaging=preview"),
+        ({"alarmSubscriptions": '["sms:+15550100"]'}, r"must be mailto:<address>, https://<endpoint>"),
+        ({"models": "[1, 2]"}, r"models must be a list of strings"),
     ],
 )
 def test_invalid_settings_are_refused(context: dict[str, Any], message: str) -> None:
