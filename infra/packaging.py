@@ -21,12 +21,14 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from functions.contract import Task
+from functions.contract.deployment import HANDLERS
 from infra import limits, lockfile
 from infra.config import ModelSpec
 from infra.errors import InfraConfigError
 from infra.settings import REPO_ROOT, EnvironmentConfig
 
 FUNCTIONS_DIR = REPO_ROOT / "functions"
+PREVIEW_HANDLER = Path(__file__).resolve().parent / "preview" / "handler.py"
 DOCKER_DIR = REPO_ROOT / "docker"
 REQUIREMENTS = FUNCTIONS_DIR / "requirements.txt"
 LOCK = lockfile.LOCK  # functions/requirements.lock
@@ -172,8 +174,15 @@ def _diff(have: dict[str, str], want: dict[str, str]) -> str:
 
 
 def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: str) -> Path:
-    """Stage the zip contents for a Lambda model; returns the directory to use as the code asset."""
+    """Stage the zip contents for a Lambda model; returns the directory to use as the code asset.
+
+    Strict packaging stages the runtime, its dependencies (checked against the lock) and the model. A preview
+    stages :data:`PREVIEW_HANDLER` under every handler path instead: deployed by mistake, it refuses every
+    call with a message that says how to deploy for real, rather than crashing on a missing import.
+    """
     out = _fresh(env.staging_dir / env.stage / spec.name / "zip")
+    if env.packaging == "preview":
+        return _stage_preview(out)
     for extra in (None, *extras_for(spec.task)):
         deps = deps_dir(env.lambda_deps_dir, architecture, extra)
         if deps.is_dir() and any(deps.iterdir()):
@@ -188,6 +197,16 @@ def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: s
             )
     _link_tree(FUNCTIONS_DIR, out / "functions")
     _stage_artifact(spec, env, out)
+    return out
+
+
+def _stage_preview(out: Path) -> Path:
+    handlers = out / "functions" / "handlers"
+    handlers.mkdir(parents=True)
+    for package in (out / "functions", handlers):
+        (package / "__init__.py").write_text('"""maas preview deployment: no runtime here."""\n')
+    for module in {path.rsplit(".", 2)[1] for path in HANDLERS.values()}:
+        shutil.copyfile(PREVIEW_HANDLER, handlers / f"{module}.py")
     return out
 
 

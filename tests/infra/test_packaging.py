@@ -7,8 +7,11 @@ bytecode, build record) without pip: tests/infra/test_lambda_deps.py builds real
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -160,10 +163,32 @@ def test_strict_zip_refuses_a_missing_extra(tmp_path: Path) -> None:
         stage_lambda_zip(spec, settings, architecture="arm64")
 
 
-def test_preview_zip_stages_whatever_dependencies_exist(tmp_path: Path) -> None:
+def test_a_preview_zip_refuses_every_call_with_a_message_that_says_how_to_deploy(tmp_path: Path) -> None:
+    """GIVEN a preview synth (no dependencies, maybe no model) WHEN its zip is invoked as Lambda would THEN HTTP
+    events get a 503 that says how to deploy for real, and S3/SQS events raise (retried, then dead-lettered)."""
     settings, spec = _setup(tmp_path, mode="preview", deps=True)
-    deps_stamp(settings.lambda_deps_dir, "arm64").write_text("numpy==1.0 --hash=sha256:00\n")
-    assert (stage_lambda_zip(spec, settings, architecture="arm64") / "numpy").is_dir()
+    out = stage_lambda_zip(spec, settings, architecture="arm64")
+    assert not (out / "numpy").exists() and not (out / "artifacts").exists()  # no runtime, no model
+    probe = (
+        "import json, sys\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from functions.handlers import http, s3, sqs\n"
+        "answer = http.handler({'httpMethod': 'POST', 'path': '/models/m/predict'}, None)\n"
+        "raised = []\n"
+        "for module in (s3, sqs):\n"
+        "    try:\n"
+        "        module.handler({'Records': [{}]}, None)\n"
+        "    except RuntimeError as exc:\n"
+        "        raised.append(str(exc))\n"
+        "print(json.dumps({'answer': answer, 'raised': raised}))\n"
+    )
+    run = subprocess.run([sys.executable, "-I", "-c", probe, str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["answer"]["statusCode"] == 503
+    message = json.loads(result["answer"]["body"])["error"]["message"]
+    assert "packaging=preview" in message and "infra.build_deps" in message and "strict packaging" in message
+    assert result["raised"] == [message, message]
 
 
 def test_requirement_comparison_ignores_comments_and_spacing() -> None:
