@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # (one request per execution environment); the GPU container and busy `maas serve` turn it on.
     microbatch: bool = False
     microbatch_wait_ms: float = Field(2.0, ge=0, le=100)
+    # Seconds between reports of the requests in flight or waiting (EMF metric InFlight); the GPU service
+    # scales on it. 0 = never (Lambda: one request per execution environment).
+    load_metrics_interval_s: float = Field(0.0, ge=0, le=300)
 
     # --- S3 and SQS batch paths ------------------------------------------------------------------------
     # The bucket whose ``input_prefix`` triggers jobs; empty accepts events from any bucket (local runs).

@@ -117,7 +117,9 @@ class GpuDeploy(CommonDeploy):
     max_tasks: int = Field(ge=0)
     memory_mb: int = Field(ge=0)
     cpu_units: int | None = Field(None, ge=0)
-    scale_cpu_percent: int = Field(60, ge=0)
+    # Requests in flight or waiting per task (the server publishes it, functions/telemetry.py) that scaling
+    # tracks: a task above it adds tasks, below it removes them. Keep it under the server's MAAS_MAX_CONCURRENCY.
+    scale_in_flight_per_task: int = Field(8, ge=0)
     worker_min_tasks: int = Field(0, ge=0)
     worker_max_tasks: int | None = Field(None, ge=0)
     worker_backlog_per_task: int = Field(100, ge=0)

@@ -68,6 +68,7 @@ class HttpMetric(StrEnum):
     OUTPUT_TOKENS = "OutputTokens"
     COLD_START = "ColdStart"  # 1 on a process's first request to a model
     ERRORS_BY_CODE = "Errors"
+    IN_FLIGHT = "InFlight"  # per server process, every few seconds: requests running or waiting for a slot
 
 
 def service_name(model: str) -> str:
@@ -98,6 +99,8 @@ class RuntimeEnvironment(BaseModel):
     microbatch: bool | None = None
     microbatch_wait_ms: float | None = None
     queue_url: str | None = None
+    # Seconds between the server's InFlight reports (0 = none: Lambda serves one request at a time).
+    load_metrics_interval_s: float | None = None
     # Powertools' own variables: every log line and metric names the service (one per model).
     service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME")
     metrics_namespace: str = Field(METRICS_NAMESPACE, alias="POWERTOOLS_METRICS_NAMESPACE")

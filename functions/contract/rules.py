@@ -146,8 +146,9 @@ def check_gpu(name: str, deploy: GpuDeploy) -> None:
         )
     if deploy.min_tasks < 1:
         raise GpuSettingsError(
-            f"model {name!r}: min_tasks must be at least 1: the HTTP service scales out on CPU load, which "
-            f"a service with no running task never produces (batch-only scale-to-zero is worker_min_tasks = 0)"
+            f"model {name!r}: min_tasks must be at least 1: the HTTP service scales on the requests its tasks "
+            f"report, which a service with no running task never does (batch-only scale-to-zero is "
+            f"worker_min_tasks = 0)"
         )
     if deploy.max_tasks < 1:
         raise GpuSettingsError(f"model {name!r}: max_tasks must be at least 1")
@@ -163,8 +164,8 @@ def check_gpu(name: str, deploy: GpuDeploy) -> None:
         raise GpuSettingsError(
             f"model {name!r}: cpu_units must be 256..{instance.vcpus * 1024} on {deploy.instance_type}"
         )
-    if not 10 <= deploy.scale_cpu_percent <= 90:
-        raise GpuSettingsError(f"model {name!r}: scale_cpu_percent must be 10..90")
+    if not 1 <= deploy.scale_in_flight_per_task <= 1024:
+        raise GpuSettingsError(f"model {name!r}: scale_in_flight_per_task must be 1..1024")
     worker_max = deploy.worker_max_tasks if deploy.worker_max_tasks is not None else deploy.max_tasks
     if deploy.worker_min_tasks > worker_max:
         raise GpuSettingsError(f"model {name!r}: worker_min_tasks > worker_max_tasks")

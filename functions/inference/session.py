@@ -101,7 +101,31 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.log_severity_level = 3
     chosen = providers or ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
+    session = ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
+    check_active(session, chosen)
+    return session
+
+
+class ProviderInactiveError(ArtifactError):
+    """A requested accelerator is not active in the session: ONNX Runtime fell back to the CPU."""
+
+    code = "execution_provider_inactive"
+
+
+def check_active(session: ort.InferenceSession, requested: list[str]) -> None:
+    """Refuse a session that silently dropped the accelerator it was asked for.
+
+    onnxruntime-gpu logs "Failed to create CUDAExecutionProvider" and carries on with the CPU when the CUDA or
+    cuDNN libraries (or a recent enough driver) are missing; a GPU task would then serve at GPU prices on CPU
+    speed while saying it is ready. The first requested provider is the one the model was deployed for.
+    """
+    active = session.get_providers()
+    if requested and requested[0] not in active:
+        raise ProviderInactiveError(
+            f"{requested[0]} was requested but the session runs on {', '.join(active)} only: ONNX Runtime could "
+            "not create it (for CUDA: the NVIDIA driver, CUDA and cuDNN libraries must match this onnxruntime-gpu; "
+            "the process log has ORT's reason). Refusing to serve on a fallback"
+        )
 
 
 def input_dtypes(session: ort.InferenceSession) -> dict[str, type[np.generic]]:

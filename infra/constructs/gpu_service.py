@@ -17,6 +17,7 @@ import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
@@ -31,7 +32,16 @@ from constructs import Construct
 
 from functions.contract import aws_limits
 from functions.contract.catalog import GpuDeploy
-from functions.contract.deployment import APP_ROOT, HEALTH_PATH, PORT, SERVER_COMMAND, WORKER_COMMAND
+from functions.contract.deployment import (
+    APP_ROOT,
+    HEALTH_PATH,
+    METRICS_NAMESPACE,
+    PORT,
+    SERVER_COMMAND,
+    WORKER_COMMAND,
+    HttpMetric,
+    service_name,
+)
 from infra import nag
 from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
@@ -41,6 +51,9 @@ from infra.settings import EnvironmentConfig
 _HEALTH_PROBE = (
     f"python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}{HEALTH_PATH}', timeout=3)\""
 )
+
+
+LOAD_REPORT_S = 10  # seconds between the server's InFlight reports
 
 
 class GpuService(Construct):
@@ -86,7 +99,13 @@ class GpuService(Construct):
         bundled_at = f"{APP_ROOT}/artifacts"
         # onnxruntime-gpu: CUDA first, CPU for any op CUDA lacks; concurrent requests share GPU runs
         server_environment = access.environment(
-            spec, settings, bundled_at=bundled_at, execution_providers="cuda,cpu", microbatch=True, microbatch_wait_ms=2
+            spec,
+            settings,
+            bundled_at=bundled_at,
+            execution_providers="cuda,cpu",
+            microbatch=True,
+            microbatch_wait_ms=2,
+            load_metrics_interval_s=LOAD_REPORT_S,
         ).variables()
         # The worker runs S3 jobs and SQS replies: the idempotency table, and the queue it polls.
         worker_environment = access.environment(
@@ -112,13 +131,14 @@ class GpuService(Construct):
             self, "TaskSecurityGroup", vpc=vpc, description=f"maas {spec.name} GPU tasks", allow_all_outbound=True
         )
         # Rolling deploys start the new task first: a GPU per task means one more instance for a while.
-        self.service = self._service(
-            "Service", server_task, deploy.min_tasks, healthy_percent=(100, 200), load_balanced=True
-        )
+        self.service = self._service("Service", server_task, healthy_percent=(100, 200), load_balanced=True)
         scaling = self.service.auto_scale_task_count(min_capacity=deploy.min_tasks, max_capacity=deploy.max_tasks)
-        scaling.scale_on_cpu_utilization(
-            "CpuScaling",
-            target_utilization_percent=deploy.scale_cpu_percent,
+        # What the tasks really carry: requests in flight or waiting, as each server reports it (Average across
+        # the service's tasks = load per task). CPU percent says little about a GPU server.
+        scaling.scale_to_track_custom_metric(
+            "InFlightScaling",
+            metric=self.in_flight_metric(spec),
+            target_value=deploy.scale_in_flight_per_task,
             scale_in_cooldown=cdk.Duration.minutes(5),
             scale_out_cooldown=cdk.Duration.minutes(1),
         )
@@ -137,9 +157,7 @@ class GpuService(Construct):
         access.acknowledge_prefix_wildcards(self, batch)
         worker_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
         queue.grant_consume_messages(worker_task.task_role)
-        self.worker = self._service(
-            "Worker", worker_task, deploy.worker_min_tasks, healthy_percent=(0, 100), load_balanced=False
-        )
+        self.worker = self._service("Worker", worker_task, healthy_percent=(0, 100), load_balanced=False)
         worker_scaling = self.worker.auto_scale_task_count(
             min_capacity=deploy.worker_min_tasks, max_capacity=max(worker_max, 1)
         )
@@ -183,22 +201,34 @@ class GpuService(Construct):
             ),
         )
 
+    @staticmethod
+    def in_flight_metric(spec: ModelSpec) -> cw.Metric:
+        """The server's own load report, averaged over its tasks each minute."""
+        return cw.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name=HttpMetric.IN_FLIGHT.value,
+            dimensions_map={"service": service_name(spec.name)},
+            statistic="Average",
+            period=cdk.Duration.minutes(1),
+        )
+
     def _service(
         self,
         construct_id: str,
         task: ecs.Ec2TaskDefinition,
-        desired: int,
         *,
         healthy_percent: tuple[int, int],
         load_balanced: bool,
     ) -> ecs.Ec2Service:
-        """An ECS service on the GPU capacity provider, in the private subnets, rolled back on failure."""
+        """An ECS service on the GPU capacity provider, in the private subnets, rolled back on failure.
+
+        No desired count: its scalable target keeps it between min and max, and a deploy never resets a
+        count that scaling chose (``@aws-cdk/aws-ecs:removeDefaultDesiredCount`` in cdk.json)."""
         return ecs.Ec2Service(
             self,
             construct_id,
             cluster=self.cluster,
             task_definition=task,
-            desired_count=desired,
             min_healthy_percent=healthy_percent[0],
             max_healthy_percent=healthy_percent[1],
             # instance start + image pull + model load, before the load balancer's checks count

@@ -204,16 +204,11 @@ class ModelStack(cdk.Stack):
             for i, (route, method) in enumerate((r, m) for r in route_table(spec) for m in r.methods)
         }
         ecs_dims = {"ClusterName": service.cluster.cluster_name, "ServiceName": service.service.service_name}
+        limit = spec.deploy.scale_in_flight_per_task  # type: ignore[union-attr]
         saturation = cw.MathExpression(
-            expression=f"IF(cpu > 90 AND tasks >= {spec.deploy.max_tasks}, 1, 0)",  # type: ignore[union-attr]
+            expression=f"IF(load > {2 * limit} AND tasks >= {spec.deploy.max_tasks}, 1, 0)",  # type: ignore[union-attr]
             using_metrics={
-                "cpu": cw.Metric(
-                    namespace="AWS/ECS",
-                    metric_name="CPUUtilization",
-                    dimensions_map=ecs_dims,
-                    statistic="Average",
-                    period=FIVE_MINUTES,
-                ),
+                "load": GpuService.in_flight_metric(spec).with_(period=FIVE_MINUTES),
                 "tasks": cw.Metric(
                     namespace="ECS/ContainerInsights",
                     metric_name="RunningTaskCount",
@@ -228,7 +223,7 @@ class ModelStack(cdk.Stack):
         return ModelSignals(
             errors=cw.MathExpression(expression="+".join(errors), using_metrics=errors, period=FIVE_MINUTES),
             throttles=saturation,
-            throttles_description="GPU service saturated: at max_tasks with CPU above 90%",
+            throttles_description="GPU service saturated: at max_tasks with twice the target load per task",
             latency_p99=api_metric("IntegrationLatency", "p99", main_route, "POST"),
             latency_threshold_ms=0.8 * 1000 * spec.deploy.api_timeout_s,
             dead_letter_queues=events.dead_letter_queues,

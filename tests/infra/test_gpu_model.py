@@ -90,7 +90,7 @@ def test_gpu_instances_from_a_capacity_provider(gpu: Template, catalog: dict[str
     )
     gpu.has_resource_properties(
         "AWS::ECS::Service",
-        {"DesiredCount": deploy["min_tasks"], "CapacityProviderStrategy": [Match.object_like({"Weight": 1})]},
+        {"CapacityProviderStrategy": [Match.object_like({"Weight": 1})]},
     )
 
 
@@ -103,15 +103,38 @@ def test_service_scales_on_load_between_min_and_max_tasks(
         {"Properties": {"MinCapacity": deploy["min_tasks"], "MaxCapacity": deploy["max_tasks"]}},
     )
     assert len(targets) >= 1
+    # The HTTP service tracks the load its servers report (requests in flight or waiting per task), not CPU.
     gpu.has_resource_properties(
         "AWS::ApplicationAutoScaling::ScalingPolicy",
         {
             "PolicyType": "TargetTrackingScaling",
             "TargetTrackingScalingPolicyConfiguration": Match.object_like(
-                {"PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}}
+                {
+                    "TargetValue": deploy.get("scale_in_flight_per_task", 8),
+                    "CustomizedMetricSpecification": Match.object_like(
+                        {
+                            "Namespace": "maas",
+                            "MetricName": "InFlight",
+                            "Statistic": "Average",
+                            "Dimensions": [{"Name": "service", "Value": f"maas-{gpu_name}"}],
+                        }
+                    ),
+                }
             ),
         },
     )
+    # ... which the server task reports every few seconds
+    (server,) = [
+        c
+        for task in gpu.find_resources("AWS::ECS::TaskDefinition").values()
+        for c in task["Properties"]["ContainerDefinitions"]
+        if "uvicorn" in c["Command"]
+    ]
+    env = {e["Name"]: e["Value"] for e in server["Environment"]}
+    assert float(env["MAAS_LOAD_METRICS_INTERVAL_S"]) > 0
+    # A deploy never resets the count scaling chose.
+    for service in gpu.find_resources("AWS::ECS::Service").values():
+        assert "DesiredCount" not in service["Properties"]
     # The worker scales on queue backlog, down to zero by default.
     gpu.has_resource_properties("AWS::ApplicationAutoScaling::ScalingPolicy", {"PolicyType": "StepScaling"})
 

@@ -44,3 +44,29 @@ def test_decoders_spin_between_runs_and_encoders_do_not(registry):
     assert encoder.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
     spinning = create_session(encoder.directory / encoder.manifest.model_file, spinning=GenerationPipeline.spin_threads)
     assert spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")
+def test_a_gpu_server_whose_session_fell_back_to_the_cpu_is_not_ready_and_says_why(
+    built_artifacts, tmp_path, monkeypatch
+):
+    """GIVEN onnxruntime-gpu that lists CUDA but cannot create it (no driver or libraries: simulated with this CPU
+    build, on which ORT creates the session on the CPU with a warning, exactly as onnxruntime-gpu does) WHEN the
+    GPU server loads its model THEN readiness says 503 with the reason, instead of serving on the CPU."""
+    from fastapi.testclient import TestClient
+
+    from functions.web.app import create_app
+
+    listed = [*ort.get_available_providers(), "CUDAExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    registry = ModelRegistry()
+    settings = Settings(execution_providers="cuda,cpu", cache_dir=tmp_path)
+    assert registry.load(str(built_artifacts["minilm-embed"]), settings) is None
+    (message,) = registry.failures.values()
+    assert "CUDAExecutionProvider was requested but the session runs on CPUExecutionProvider only" in message
+    with TestClient(create_app(registry, settings)) as client:
+        ready = client.get("/v2/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["failures"] == [{"code": "execution_provider_inactive"}]
+        embed = client.post("/models/minilm-embed/predict", json={"inputs": "x"})
+        assert embed.status_code == 503  # and no request is ever served on the fallback
