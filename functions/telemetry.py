@@ -44,6 +44,11 @@ ERRORS_BY_CODE = HttpMetric.ERRORS_BY_CODE.value
 _cold_models: set[str] = set()
 
 
+def reset_cold_start() -> None:
+    """The next request to each model counts as a cold start again (a SnapStart restore is one)."""
+    _cold_models.clear()
+
+
 @contextmanager
 def request_scope(request_id: str) -> Iterator[None]:
     """Every log line inside carries ``request_id``; worker threads started inside inherit it."""

@@ -15,7 +15,7 @@ from typing import Any
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from functions.contract import CatalogEntry, load_catalog
+from functions.contract.catalog import CatalogEntry, load_catalog
 from infra.config import ModelSpec, load_models
 from infra.errors import EnvironmentConfigError
 from infra.packaging import runtime_bytes_by_arch

@@ -15,8 +15,6 @@ the current lock.
 from __future__ import annotations
 
 import argparse
-import glob
-import os
 import shutil
 import subprocess
 import sys
@@ -28,12 +26,14 @@ from infra.limits import LAMBDA_PYTHON_VERSION
 from infra.packaging import (
     ARCHITECTURES,
     EXTRAS,
+    LAMBDA_PYTHON_ENV,
     LOCK,
     PackagingError,
     dependency_sets,
     deps_dir,
     deps_stamp,
     dir_size,
+    lambda_python,
 )
 from infra.settings import REPO_ROOT
 
@@ -52,7 +52,6 @@ UNUSED_AT_RUN_TIME = (
     "onnxruntime/tools",
     "**/*.pyi",  # type stubs
 )
-LAMBDA_PYTHON_ENV = "MAAS_LAMBDA_PYTHON"
 
 
 class DepsBuildError(PackagingError):
@@ -75,35 +74,6 @@ def pip_command(arch: str, target: Path, requirements: Path) -> list[str]:
         "--python-version", LAMBDA_PYTHON_VERSION, *platforms,
         "--target", str(target), "--requirement", str(requirements),
     ]  # fmt: skip
-
-
-def lambda_python(explicit: Path | None = None) -> Path:
-    """The CPython ``LAMBDA_PYTHON_VERSION`` interpreter that compiles the bytecode.
-
-    ``explicit``, else ``$MAAS_LAMBDA_PYTHON``, else ``python3.13`` on PATH, else pyenv's newest 3.13.
-    """
-    chosen = explicit or (Path(os.environ[LAMBDA_PYTHON_ENV]) if os.environ.get(LAMBDA_PYTHON_ENV) else None)
-    if chosen is not None:
-        version = _python_version(chosen)
-        if version != LAMBDA_PYTHON_VERSION:
-            raise DepsBuildError(
-                f"{chosen} is {f'Python {version}' if version else 'not a runnable CPython'}, not CPython "
-                f"{LAMBDA_PYTHON_VERSION}: Lambda would ignore its bytecode. Point --lambda-python or "
-                f"${LAMBDA_PYTHON_ENV} at a python{LAMBDA_PYTHON_VERSION}"
-            )
-        return chosen
-    on_path = shutil.which(f"python{LAMBDA_PYTHON_VERSION}")
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    pattern = str(pyenv / f"{LAMBDA_PYTHON_VERSION}.*" / "bin" / f"python{LAMBDA_PYTHON_VERSION}")
-    found = ([on_path] if on_path else []) + sorted(glob.glob(pattern), reverse=True)
-    for candidate in map(Path, found):
-        if _python_version(candidate) == LAMBDA_PYTHON_VERSION:
-            return candidate
-    raise DepsBuildError(
-        f"no CPython {LAMBDA_PYTHON_VERSION} (infra.limits.LAMBDA_PYTHON_VERSION, Lambda's Python) found to "
-        f"precompile the dependencies: install it (e.g. `pyenv install {LAMBDA_PYTHON_VERSION}`) or pass its "
-        f"path with --lambda-python or ${LAMBDA_PYTHON_ENV}"
-    )
 
 
 def build(arch: str, out_dir: Path, lock: Path = LOCK, *, python: Path | None = None) -> list[Path]:
@@ -140,17 +110,6 @@ def _remove_unused(target: Path) -> None:
                 shutil.rmtree(path)
             elif path.exists():
                 path.unlink()
-
-
-def _python_version(python: Path) -> str | None:
-    """``major.minor`` of a CPython interpreter, or None when it does not run or is another implementation."""
-    probe = "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"
-    try:
-        result = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    name, _, version = result.stdout.strip().partition(" ")
-    return version if name == "cpython" else None
 
 
 def _run(command: list[str], doing: str) -> None:

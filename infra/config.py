@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from functions.contract import OPENAI_PATHS, CatalogEntry, Limits, Manifest, Task
-from functions.contract.catalog import GpuDeploy, LambdaDeploy
+from functions.contract import OPENAI_PATHS, Limits, Manifest, Task
+from functions.contract.catalog import CatalogEntry, GpuDeploy, LambdaDeploy
 from functions.contract.rules import queue_visibility_s
 from infra import guards
 from infra.errors import MissingArtifactError

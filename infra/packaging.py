@@ -13,8 +13,10 @@ Files are hard-linked when possible, so staging a large model costs no copy.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import subprocess
 from importlib import metadata
 from pathlib import Path
 
@@ -196,8 +198,22 @@ def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: s
                 f"infrastructure without them with -c packaging=preview"
             )
     _link_tree(FUNCTIONS_DIR, out / "functions")
+    compile_runtime(out / "functions")
     _stage_artifact(spec, env, out)
     return out
+
+
+def compile_runtime(functions_dir: Path) -> None:
+    """Precompile the staged runtime with Lambda's Python (unchecked-hash bytecode: valid whatever the file times
+    after unzipping), as the dependencies are: Lambda's task root is read-only, so a module without bytecode is
+    compiled again at every cold start."""
+    python = lambda_python()
+    command = [str(python), "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash"]
+    command += ["-s", str(functions_dir.parent), "-p", "/var/task", str(functions_dir)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    except subprocess.CalledProcessError as exc:
+        raise PackagingError(f"compiling {functions_dir} with {python} failed: {exc.stderr[-2000:]}") from exc
 
 
 def _stage_preview(out: Path) -> Path:
@@ -272,3 +288,46 @@ def _link_tree(source: Path, dest: Path, *, keep_bytecode: bool = False) -> None
         _link(Path(src), Path(dst))
 
     shutil.copytree(source, dest, ignore=None if keep_bytecode else _IGNORED, copy_function=copy, dirs_exist_ok=True)
+
+
+LAMBDA_PYTHON_ENV = "MAAS_LAMBDA_PYTHON"
+
+
+def lambda_python(explicit: Path | None = None) -> Path:
+    """The CPython ``limits.LAMBDA_PYTHON_VERSION`` interpreter that compiles the bytecode.
+
+    ``explicit``, else ``$MAAS_LAMBDA_PYTHON``, else ``python3.13`` on PATH, else pyenv's newest 3.13.
+    """
+    chosen = explicit or (Path(os.environ[LAMBDA_PYTHON_ENV]) if os.environ.get(LAMBDA_PYTHON_ENV) else None)
+    if chosen is not None:
+        version = _python_version(chosen)
+        if version != limits.LAMBDA_PYTHON_VERSION:
+            raise PackagingError(
+                f"{chosen} is {f'Python {version}' if version else 'not a runnable CPython'}, not CPython "
+                f"{limits.LAMBDA_PYTHON_VERSION}: Lambda would ignore its bytecode. Point --lambda-python or "
+                f"${LAMBDA_PYTHON_ENV} at a python{limits.LAMBDA_PYTHON_VERSION}"
+            )
+        return chosen
+    on_path = shutil.which(f"python{limits.LAMBDA_PYTHON_VERSION}")
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    pattern = str(pyenv / f"{limits.LAMBDA_PYTHON_VERSION}.*" / "bin" / f"python{limits.LAMBDA_PYTHON_VERSION}")
+    found = ([on_path] if on_path else []) + sorted(glob.glob(pattern), reverse=True)
+    for candidate in map(Path, found):
+        if _python_version(candidate) == limits.LAMBDA_PYTHON_VERSION:
+            return candidate
+    raise PackagingError(
+        f"no CPython {limits.LAMBDA_PYTHON_VERSION} (infra.limits.LAMBDA_PYTHON_VERSION, Lambda's Python) found to "
+        f"precompile the dependencies: install it (e.g. `pyenv install {limits.LAMBDA_PYTHON_VERSION}`) or pass its "
+        f"path with --lambda-python or ${LAMBDA_PYTHON_ENV}"
+    )
+
+
+def _python_version(python: Path) -> str | None:
+    """``major.minor`` of a CPython interpreter, or None when it does not run or is another implementation."""
+    probe = "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"
+    try:
+        result = subprocess.run([str(python), "-I", "-c", probe], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    name, _, version = result.stdout.strip().partition(" ")
+    return version if name == "cpython" else None

@@ -7,12 +7,14 @@
 - :mod:`.deployment` — handler paths, container commands, environment variable names, fixed paths.
 
 It imports pydantic and nothing else of maas's dependencies, so ``model_build`` and ``infra`` can read
-it without the runtime's libraries, and nothing here can drift from a second copy.
+it without the runtime's libraries, and nothing here can drift from a second copy. This package's own
+namespace holds what the runtime reads (tasks, the manifest, the errors); the catalog, its rules and the
+AWS limits are imported from their modules by those that need them (the build and infra), so a Lambda
+function never builds the catalog's models at init.
 """
 
 from __future__ import annotations
 
-from functions.contract.catalog import CatalogEntry, Gates, GpuDeploy, LambdaDeploy, load_catalog, parse_catalog
 from functions.contract.errors import (
     CatalogError,
     ConfigError,
@@ -36,15 +38,11 @@ from functions.contract.tasks import OPENAI_PATHS, Task
 __all__ = [
     "MANIFEST_FILE",
     "OPENAI_PATHS",
-    "CatalogEntry",
     "CatalogError",
     "ConfigError",
     "FileEntry",
     "GateResult",
-    "Gates",
-    "GpuDeploy",
     "GpuSettingsError",
-    "LambdaDeploy",
     "Limits",
     "Manifest",
     "Quantization",
@@ -53,7 +51,5 @@ __all__ = [
     "TensorSpec",
     "TimeoutRuleError",
     "content_version",
-    "load_catalog",
-    "parse_catalog",
     "sha256_file",
 ]

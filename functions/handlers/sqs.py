@@ -14,12 +14,14 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from functions.batch.replies import allowlist_for
 from functions.batch.s3io import dynamodb_client, s3_client, sqs_client
 from functions.batch.sqs_jobs import SqsInferenceRunner
+from functions.handlers.snapstart import register_hooks
 from functions.inference.registry import get_registry
 from functions.settings import get_settings
 from functions.telemetry import logger, metrics
 
 allowlist_for(get_settings())  # an unsafe layout stops the function at init, before any event
 get_registry()
+register_hooks()
 
 
 @metrics.log_metrics

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name
 
-from functions.contract import load_catalog
+from functions.contract.catalog import load_catalog
 from infra import build_deps, limits, lockfile, packaging
 from infra.config import load_models
 from infra.packaging import (
@@ -209,6 +209,6 @@ def test_gpu_image_packages_resolve_under_the_lock(tmp_path: Path) -> None:
 
 def test_build_deps_refuses_a_python_other_than_lambdas(tmp_path: Path) -> None:
     refused = rf"not CPython {limits.LAMBDA_PYTHON_VERSION}.*--lambda-python"
-    with pytest.raises(build_deps.DepsBuildError, match=refused):
+    with pytest.raises(packaging.PackagingError, match=refused):
         build_deps.build("x86_64", tmp_path, python=Path(sys.executable))  # the 3.11 test interpreter
     assert list(tmp_path.iterdir()) == []  # refused before anything was installed or deleted

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from functions.contract import aws_limits, parse_catalog
+from functions.contract import aws_limits
+from functions.contract.catalog import parse_catalog
 from infra import build_deps, limits, lockfile, packaging
 from infra.config import load_models
 from infra.packaging import (
@@ -94,7 +95,10 @@ def test_zip_holds_the_runtime_package_the_artifact_and_the_dependencies_with_by
     settings, spec = _setup(tmp_path, mode="strict", deps=True)
     out = stage_lambda_zip(spec, settings, architecture="arm64")
     assert (out / "functions" / "__init__.py").is_file()
-    assert not list((out / "functions").rglob("__pycache__"))  # the repo's own caches never ship
+    # the runtime ships its own bytecode, compiled by Lambda's Python (never the repo's 3.11 caches)
+    caches = [p.name for p in (out / "functions").rglob("*.pyc")]
+    assert caches and all(".cpython-313." in name for name in caches)
+    assert (out / "functions" / "__pycache__" / "settings.cpython-313.pyc").is_file()
     assert sorted(p.name for p in (out / "artifacts" / "m").iterdir()) == [
         "manifest.json",
         "model.onnx",
