@@ -84,6 +84,7 @@ class BundleRun:
 def unzip_asset(asset_dir: Path, out: Path) -> Path:
     """Zip ``asset_dir`` as ``cdk deploy`` uploads it and extract it into ``out``; returns ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o755)
     archive = out.with_suffix(".zip")
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as handle:
         for path in sorted(asset_dir.rglob("*")):
@@ -106,6 +107,8 @@ def runtime_provided_dir(out: Path, site_packages: Path) -> Path:
             shutil.copytree(source, out / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.is_file():
             shutil.copy2(source, out / name)
+    for path in (out, *out.rglob("*")):  # readable by the unprivileged user that runs the function
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return out
 
 

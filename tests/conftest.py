@@ -30,19 +30,40 @@ def _fresh(artifact: Path, entry: object) -> bool:
     )
 
 
+def ensure_artifact(name: str) -> Path:
+    """The catalog model's artifact dir, built with `maas build` logic when missing or stale."""
+    from model_build.build import artifacts_root, build_model
+    from model_build.catalog import get_entry
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    entry = get_entry(name)
+    artifact = artifacts_root() / name
+    if not _fresh(artifact, entry):
+        build_model(entry, artifact_dir=artifact)
+    return artifact
+
+
 @pytest.fixture(scope="session")
 def built_artifacts() -> dict[str, Path]:
     """model name → artifact dir for the default models, built with `maas build` logic when needed."""
-    from model_build.build import artifacts_root, build_model
-    from model_build.catalog import load_catalog
+    return {name: ensure_artifact(name) for name in DEFAULT_MODELS}
 
-    catalog = load_catalog()
-    out = {}
-    for name in DEFAULT_MODELS:
-        artifact = artifacts_root() / name
-        if not _fresh(artifact, catalog[name]):
-            build_model(catalog[name], artifact_dir=artifact)
-        out[name] = artifact
+
+@pytest.fixture(scope="session")
+def lambda_python() -> Path:
+    from infra import packaging
+
+    return packaging.lambda_python()  # raises, saying how to provide it, when CPython 3.13 is missing
+
+
+@pytest.fixture(scope="session")
+def lambda_deps(tmp_path_factory: pytest.TempPathFactory, lambda_python: Path) -> Path:
+    """``build/lambda-deps`` as a fresh clone gets it: both architectures, every set, built for real."""
+    from infra import build_deps, packaging
+
+    out = tmp_path_factory.mktemp("lambda-deps")
+    for arch in packaging.ARCHITECTURES:
+        build_deps.main(["--arch", arch, "--out", str(out), "--lambda-python", str(lambda_python)])
     return out
 
 

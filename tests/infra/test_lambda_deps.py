@@ -48,20 +48,6 @@ PROBE = Path(__file__).with_name("lambda_probe.py")
 
 
 @pytest.fixture(scope="session")
-def lambda_python() -> Path:
-    return build_deps.lambda_python()  # raises, saying how to provide it, when CPython 3.13 is missing
-
-
-@pytest.fixture(scope="session")
-def lambda_deps(tmp_path_factory: pytest.TempPathFactory, lambda_python: Path) -> Path:
-    """``build/lambda-deps`` as a fresh clone gets it: both architectures, every set, built for real."""
-    out = tmp_path_factory.mktemp("lambda-deps")
-    for arch in packaging.ARCHITECTURES:
-        build_deps.main(["--arch", arch, "--out", str(out), "--lambda-python", str(lambda_python)])
-    return out
-
-
-@pytest.fixture(scope="session")
 def stage_text_zip(
     tmp_path_factory: pytest.TempPathFactory, lambda_deps: Path, built_artifacts: dict[str, Path]
 ) -> Callable[[str], Path]:

@@ -1,0 +1,360 @@
+"""GIVEN the default stage synthesized strictly (x86_64: what this machine can run), each function's code asset
+zipped and unzipped as `cdk deploy` ships it WHEN every handler of every Lambda model runs in a fresh CPython of
+the template's runtime version — `-I -S`, only the bundle (plus boto3, as the managed runtime provides it) on
+sys.path, the task root mounted read-only at /var/task, an unprivileged user, exactly the template's environment
+(intrinsics resolved to the local AWS that moto serves) — over every event in events/ that targets it
+THEN every response is right, and torch, transformers, onnx, model_build and the dev tools are never imported.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+import boto3
+import pytest
+
+from maas_dev.lambda_bundle import BundleRun, can_isolate, run_bundle, runtime_provided_dir, unzip_asset
+from tests.conftest import EVENTS_DIR, ensure_artifact
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not can_isolate(), reason="needs root and unshare to mount a read-only /var/task"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+ACCOUNT, REGION, STAGE = "123456789012", "eu-west-1", "dev"
+NEVER_IMPORTED = {"torch", "transformers", "onnx", "onnxscript", "model_build", "maas_dev", "infra", "moto",
+                  "uvicorn", "typer", "rich", "httpx", "pytest", "huggingface_hub"}  # fmt: skip
+IMAGE_TASKS = {"image-classification"}
+
+
+@dataclass(frozen=True)
+class Function:
+    model: str
+    task: str
+    kind: str  # http, s3, sqs
+    handler: str
+    environment: dict[str, Any]
+    asset: Path  # a zip's directory, or a container image's build context
+    image: bool
+    memory_mb: int
+    timeout_s: int
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory: pytest.TempPathFactory, lambda_deps: Path) -> tuple[list[Function], Path]:
+    """The dev stage's functions, synthesized strictly from the built artifacts and dependencies."""
+    from functions.contract.catalog import load_catalog
+    from infra.app import build_app
+    from infra.settings import load_environment
+
+    tmp = tmp_path_factory.mktemp("bundle-stage")
+    settings = load_environment(
+        {"configFile": "infra/stages/dev.toml"}.get, {"CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION}
+    )
+    catalog_text = (REPO / "catalog.toml").read_text()
+    catalog = load_catalog(REPO / "catalog.toml")
+    for name in settings.models:
+        ensure_artifact(name)
+    # this machine runs x86_64: the same stage, its Lambda models built for x86_64
+    catalog_text = catalog_text.replace('architecture = "arm64"', 'architecture = "x86_64"')
+    (tmp / "catalog.toml").write_text(catalog_text)
+    context = {
+        "account": ACCOUNT,
+        "region": REGION,
+        "packaging": "strict",
+        "nag": "false",
+        "catalog": str(tmp / "catalog.toml"),
+        "lambdaDepsDir": str(lambda_deps),
+        "stagingDir": str(tmp / "staging"),
+        "artifactsDir": str(REPO / "artifacts"),
+    }
+    outdir = tmp / "cdk.out"
+    build_app(context, outdir=str(outdir), environ={}).synth()
+    functions = []
+    for name in settings.models:
+        template = json.loads((outdir / f"maas-{STAGE}-model-{name}.template.json").read_text())
+        for resource in template["Resources"].values():
+            props = resource.get("Properties", {})
+            if resource["Type"] != "AWS::Lambda::Function":
+                continue
+            image = props.get("PackageType") == "Image"
+            handler = props["ImageConfig"]["Command"][0] if image else props.get("Handler", "")
+            if not handler.startswith("functions."):
+                continue
+            code = props["Code"]["ImageUri"]["Fn::Sub"].rsplit(":", 1)[1] if image else props["Code"]["S3Key"]
+            asset = outdir / f"asset.{code.removesuffix('.zip')}"
+            kind, variables = handler.split(".")[2], props["Environment"]["Variables"]
+            task = catalog[name].task
+            functions.append(
+                Function(name, task, kind, handler, variables, asset, image, props["MemorySize"], props["Timeout"])
+            )
+    return functions, tmp
+
+
+@pytest.fixture(scope="module")
+def task_roots(stage: tuple[list[Function], Path], lambda_deps: Path) -> dict[Path, Path]:
+    """Each distinct code asset as deployed: a zip unzipped; an image's task root as its Dockerfile builds it."""
+    functions, tmp = stage
+    roots = {}
+    for function in {f.asset: f for f in functions}.values():
+        out = tmp / "roots" / function.asset.name
+        roots[function.asset] = (image_task_root if function.image else unzip_asset)(
+            function.asset, out, *((function.task, lambda_deps) if function.image else ())
+        )
+    return roots
+
+
+def image_task_root(context: Path, out: Path, task: str, lambda_deps: Path) -> Path:
+    """What docker/lambda.Dockerfile puts in ${LAMBDA_TASK_ROOT}, without Docker: the staged lock's packages
+    (the same wheels `infra.build_deps` installs from the same lock, for this machine's x86_64), the context's
+    functions/ and artifacts/, compiled by Lambda's Python."""
+    from infra import lockfile, packaging
+
+    dockerfile = (context / "Dockerfile").read_text()
+    assert "--require-hashes" in dockerfile and "requirements.lock" in dockerfile
+    staged = set(lockfile.read_lock(context / "requirements.lock"))
+    sets = [packaging.deps_dir(lambda_deps, "x86_64", extra) for extra in (None, *packaging.extras_for(task))]
+    built = {name for deps in sets for name in lockfile.read_lock(packaging.deps_stamp(lambda_deps, "x86_64",
+             None if deps.name == "x86_64" else deps.name.split("-", 1)[1]))}  # fmt: skip
+    assert staged == built, staged ^ built  # the image installs exactly what the zips carry for its task
+    for source in (*sets, context):
+        for path in source.rglob("*"):
+            if path.is_file() and path.name not in ("Dockerfile", "requirements.lock", "constraints.txt"):
+                target = out / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+    packaging.compile_runtime(out / "functions")
+    for path in out.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return out
+
+
+@pytest.fixture(scope="module")
+def aws(stage: tuple[list[Function], Path]) -> Iterator[dict[str, str]]:
+    """A local AWS (moto server on loopback) holding what the template's environment names."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "t"}
+    endpoint = f"http://{host}:{port}"
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint, **_lower(credentials))
+    bucket = f"maas-{STAGE}-batch-{ACCOUNT}-{REGION}"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    yield {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **credentials,
+           "BUCKET": bucket}  # fmt: skip
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return runtime_provided_dir(tmp_path_factory.mktemp("runtime"), Path(boto3.__file__).resolve().parents[1])
+
+
+def _lower(credentials: dict[str, str]) -> dict[str, str]:
+    return {key.lower(): value for key, value in credentials.items()}
+
+
+def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
+    """The template's variables as Lambda would set them; intrinsics (a table's Ref) resolved for the local AWS."""
+    env = {}
+    for name, value in function.environment.items():
+        env[name] = value if isinstance(value, str) else f"maas-{STAGE}-{function.model}-idempotency"
+    if "MAAS_IDEMPOTENCY_TABLE" in env:
+        dynamodb = boto3.client(
+            "dynamodb",
+            region_name=REGION,
+            endpoint_url=aws["AWS_ENDPOINT_URL"],
+            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
+        )
+        if env["MAAS_IDEMPOTENCY_TABLE"] not in dynamodb.list_tables()["TableNames"]:
+            dynamodb.create_table(
+                TableName=env["MAAS_IDEMPOTENCY_TABLE"],
+                BillingMode="PAY_PER_REQUEST",
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            )
+    lambda_env = {
+        "AWS_LAMBDA_FUNCTION_NAME": f"maas-{STAGE}-{function.model}-{function.kind}",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+        "MAAS_PROBE_TIMEOUT_S": str(function.timeout_s),
+    }
+    return {**env, **lambda_env, **{k: v for k, v in aws.items() if k != "BUCKET"}}
+
+
+def _targets(event: dict[str, Any], function: Function) -> bool:
+    """Whether ``event`` is one this function receives as deployed."""
+    records = event.get("Records")
+    if records:
+        source = records[0].get("eventSource")
+        if source == "aws:s3":
+            return function.kind == "s3" and records[0]["s3"]["object"]["key"].startswith(f"inputs/{function.model}/")
+        return function.kind == "sqs" and any(f'"model": "{function.model}"' in r["body"] for r in records)
+    if function.kind != "http":
+        return False
+    path = event.get("path") or event.get("rawPath") or ""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode()
+    return (
+        path.startswith("/v2/health") or f"/models/{function.model}/" in path or f'"model": "{function.model}"' in body
+    )
+
+
+def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> dict[str, Any]:
+    """A sample event as the deployment would deliver it: its bucket, its object's identity, its reply folder."""
+    event = json.loads(json.dumps(event))
+    records = event.get("Records") or []
+    bucket = aws["BUCKET"]
+    for record in records:
+        if record.get("eventSource") == "aws:s3":
+            s3 = boto3.client(
+                "s3",
+                region_name=REGION,
+                endpoint_url=aws["AWS_ENDPOINT_URL"],
+                **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
+            )
+            from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
+
+            put = s3.put_object(Bucket=bucket, Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
+            record["s3"]["bucket"]["name"] = bucket
+            record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
+            record["s3"]["object"].update(
+                key=quote_plus(SAMPLE_KEY, safe="/"),
+                size=len(SAMPLE_JSONL),
+                eTag=put["ETag"].strip('"'),
+                versionId=put["VersionId"],
+            )
+        elif record.get("eventSource") == "aws:sqs":
+            record["body"] = record["body"].replace(
+                "s3://maas-local/replies/", f"s3://{bucket}/outputs/{function.model}/replies/"
+            )
+    return event
+
+
+EVENTS = sorted(EVENTS_DIR.glob("*.json"))
+
+
+def _run(
+    function: Function,
+    events: list[dict[str, Any]],
+    roots: dict[Path, Path],
+    aws: dict[str, str],
+    python: Path,
+    runtime_dir: Path,
+) -> BundleRun:
+    return run_bundle(
+        roots[function.asset],
+        python=python,
+        handler=function.handler,
+        environment=_environment(function, aws),
+        events=events,
+        runtime_dir=runtime_dir,
+    )
+
+
+def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bundle(
+    stage: tuple[list[Function], Path],
+    task_roots: dict[Path, Path],
+    aws: dict[str, str],
+    lambda_python: Path,
+    runtime_dir: Path,
+) -> None:
+    functions, _ = stage
+    assert {f.model for f in functions} == {"minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"}
+    assert sorted(f.kind for f in functions) == sorted(["http", "s3", "sqs"] * 4)
+    served: dict[str, list[str]] = {}
+    for function in functions:
+        events = [(path.name, json.loads(path.read_text())) for path in EVENTS]
+        mine = [(name, _adapt(event, function, aws)) for name, event in events if _targets(event, function)]
+        run = _run(function, [event for _, event in mine], task_roots, aws, lambda_python, runtime_dir)
+        where = f"{function.model} {function.kind}"
+        assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
+        assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
+        for (name, _), result in zip(mine, run.results, strict=True):
+            _check(name, function, result, aws)
+        served[where] = [name for name, _ in mine]
+    # every event in events/ was delivered to at least one function, and every HTTP function got one
+    assert {name for names in served.values() for name in names} == {path.name for path in EVENTS}
+    assert all(served[f"{m} http"] for m in ("minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"))
+
+
+def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str, str]) -> None:
+    where = f"{name} → {function.model} {function.kind}"
+    if function.kind == "sqs":
+        assert result["ok"], (where, result)
+        failed = {f["itemIdentifier"] for f in result["response"]["batchItemFailures"]}
+        records = json.loads((EVENTS_DIR / name).read_text())["Records"]
+        good_id = {"minilm-embed": "req-embed-1", "intent-classifier": "req-intent-1"}[function.model]
+        good = {r["messageId"] for r in records if f'"id": "{good_id}"' in r["body"]}
+        assert good and not good & failed and failed == {r["messageId"] for r in records} - good, where
+        s3 = boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=aws["AWS_ENDPOINT_URL"],
+            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
+        )
+        replies = s3.list_objects_v2(Bucket=aws["BUCKET"], Prefix=f"outputs/{function.model}/replies/")
+        assert replies.get("KeyCount", 0) >= 1, where
+        return
+    if function.kind == "s3":
+        assert result["ok"], (where, result)
+        (job,) = result["response"]["jobs"]
+        assert job["status"] == "completed" and job["counts"] == {"total": 3, "succeeded": 2, "failed": 1}, where
+        return
+    assert result["ok"], (where, result)
+    response = result["response"]
+    body = response["body"]
+    expected = 422 if "bad_field" in name else 200
+    assert response["statusCode"] == expected, (where, body[:500])
+    if name.startswith("function_url_health"):
+        assert json.loads(body)["ready"] is True, where
+    elif "chat_completions_stream" in name:
+        assert "data: [DONE]" in body and '"chat.completion.chunk"' in body, where
+    elif "image" in name:
+        labels = [o["label"] for o in json.loads(body)["outputs"][0]]
+        assert "espresso" in labels, (where, labels)
+    elif "embed" in name and expected == 200:
+        payload = json.loads(body)
+        vectors = payload["outputs"] if "outputs" in payload else [d["embedding"] for d in payload["data"]]
+        assert all(len(v) == 384 for v in vectors) or all(isinstance(v, str) for v in vectors), where
+
+
+def test_the_task_root_stays_untouched_and_every_module_loads_from_bytecode(
+    stage: tuple[list[Function], Path],
+    task_roots: dict[Path, Path],
+    aws: dict[str, str],
+    lambda_python: Path,
+    runtime_dir: Path,
+) -> None:
+    """Nothing is compiled at a cold start: every module of the bundle (the runtime's own too) has its bytecode."""
+    functions, _ = stage
+    http = next(f for f in functions if f.model == "minilm-embed" and f.kind == "http")
+    root = task_roots[http.asset]
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    run = run_bundle(
+        root,
+        python=lambda_python,
+        handler=http.handler,
+        environment=_environment(http, aws),
+        events=[json.loads((EVENTS_DIR / "apigw_v1_predict_embed.json").read_text())],
+        runtime_dir=runtime_dir,
+        verbose_imports=True,
+    )
+    assert run.results[0]["response"]["statusCode"] == 200
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before
+    sources = re.findall(r"^# code object from '?(/var/task/[^'\n]+\.py)'?$", run.stderr, flags=re.MULTILINE)
+    assert sources == [], sources[:10]  # every import came from a .pyc
+    matched = re.findall(r"^# code object from '?(/var/task/[^'\n]+\.pyc)'?$", run.stderr, flags=re.MULTILINE)
+    assert any("/var/task/functions/" in path for path in matched)
