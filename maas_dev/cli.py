@@ -240,6 +240,9 @@ def bench(
     compare_presets: Annotated[
         bool, typer.Option(help="embeddings: quality and speed of every INT8 preset in one run")
     ] = False,
+    lambda_cold_start: Annotated[
+        bool, typer.Option(help="the deployed zip's cold start, run as Lambda runs it (read-only /var/task, 3.13)")
+    ] = False,
     out_dir: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path("docs/benchmarks"),
 ) -> None:
     """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact (and, per task: HTTP vs
@@ -248,6 +251,11 @@ def bench(
     from model_build.catalog import get_entry
 
     task = get_entry(model).task
+    if lambda_cold_start:
+        from maas_dev.bench.lambda_coldstart import run_lambda_cold_start
+
+        console.print(f"wrote {run_lambda_cold_start(model, rounds=min(repeats, 7), out_dir=out_dir, console=console)}")
+        return
     if compare_presets:
         if task != Task.SENTENCE_EMBEDDINGS:
             raise typer.BadParameter("--compare-presets judges sentence-embeddings models (cosine on held-out text)")
