@@ -173,8 +173,8 @@ def write_report(results: dict[str, Any], out_dir: Path, console: Console) -> Pa
         f"| unzipped size, bytecode included | {results['unzipped_mb']:.1f} MiB "
         f"| ≤ {targets['unzipped_mb']:.0f} MB | – |",
         "",
-        "A 2,048 MB Lambda function gets about 1.2 vCPU (this machine's cores are faster than Graviton's): read the "
-        "ratios to the targets, not the absolute times, as what carries over.",
+        "A 2,048 MB Lambda function gets about 1.2 vCPU and this run had the CPUs above, shared with whatever else "
+        "ran: the figures are this machine's, measured the way Lambda runs the zip.",
         "",
     ]
     path = out_dir / f"{stem}.md"
