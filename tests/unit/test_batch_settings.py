@@ -100,10 +100,20 @@ def test_every_variable_infra_writes_is_a_setting_the_runtime_reads(monkeypatch)
     from functions.contract.deployment import RuntimeEnvironment
 
     environment = RuntimeEnvironment(
-        models="/var/task/artifacts/m", batch_bucket="jobs", input_prefix="in/", output_prefix="out/",
-        reply_allowlist="s3://jobs/out/replies/", expected_bucket_owner="123456789012", idempotency_table="t",
-        idempotency_ttl_seconds=3600, execution_providers="cuda,cpu", microbatch=True, microbatch_wait_ms=3.0,
-        queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/q", service_name="maas-m", load_metrics_interval_s=10.0,
+        models="/var/task/artifacts/m",
+        batch_bucket="jobs",
+        input_prefix="in/",
+        output_prefix="out/",
+        reply_allowlist="s3://jobs/out/replies/",
+        expected_bucket_owner="123456789012",
+        idempotency_table="t",
+        idempotency_ttl_seconds=3600,
+        execution_providers="cuda,cpu",
+        microbatch=True,
+        microbatch_wait_ms=3.0,
+        queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/q",
+        service_name="maas-m",
+        load_metrics_interval_s=10.0,
     )
     fields = RuntimeEnvironment.maas_fields()
     assert set(fields) <= set(Settings.model_fields)
