@@ -54,6 +54,9 @@ _HEALTH_PROBE = (
 
 
 LOAD_REPORT_S = 10  # seconds between the server's InFlight reports
+# AWS's Fluent Bit for FireLens (public ECR): "stable" is the release AWS marks stable for ECS; pin a version
+# tag in a stage that needs byte-identical redeploys.
+FLUENT_BIT_IMAGE = "public.ecr.aws/aws-observability/aws-for-fluent-bit:stable"
 
 
 class GpuService(Construct):
@@ -358,7 +361,16 @@ class GpuService(Construct):
             gpu_count=1,
             cpu=cpu,
             memory_reservation_mib=deploy.memory_mb,
-            logging=ecs.LogDrivers.aws_logs(stream_prefix=construct_id.lower(), log_group=log_group),
+            logging=ecs.LogDrivers.firelens(
+                options={
+                    "Name": "cloudwatch_logs",
+                    "region": cdk.Stack.of(self).region,
+                    "log_group_name": log_group.log_group_name,
+                    "log_stream_prefix": f"{construct_id.lower()}/",
+                    "log_format": "json/emf",
+                    "auto_create_group": "false",
+                }
+            ),
             stop_timeout=cdk.Duration.seconds(min(120, deploy.batch_timeout_s)),
             readonly_root_filesystem=False,  # the runtime caches artifacts under /tmp
             health_check=(
@@ -373,6 +385,19 @@ class GpuService(Construct):
                 else None
             ),
         )
+        # (added after the app container, which stays the task's default container for the load balancer)
+        # FireLens ships the container's stdout to CloudWatch Logs with the EMF header, so the metrics the runtime
+        # prints (per-request metrics, the InFlight reports the service scales on) become CloudWatch metrics, as
+        # they do from Lambda. The awslogs driver alone would store them as plain log lines.
+        task.add_firelens_log_router(
+            "LogRouter",
+            image=ecs.ContainerImage.from_registry(FLUENT_BIT_IMAGE),
+            firelens_config=ecs.FirelensConfig(type=ecs.FirelensLogRouterType.FLUENTBIT),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=f"{construct_id.lower()}-router", log_group=log_group),
+            memory_reservation_mib=64,
+            essential=True,
+        )
+        log_group.grant_write(task.task_role)
         if serves_http:
             container.add_port_mappings(ecs.PortMapping(container_port=PORT, protocol=ecs.Protocol.TCP))
         return task

@@ -84,7 +84,7 @@ def runtimes(app: Synth) -> Iterator[Runtime]:
                         _role_statements(resources, props["Role"]),
                     )
             elif resource["Type"] == "AWS::ECS::TaskDefinition":
-                (container,) = props["ContainerDefinitions"]
+                (container,) = [c for c in props["ContainerDefinitions"] if "FirelensConfiguration" not in c]
                 kind = (
                     "worker" if container["Command"][:3] == ["python", "-m", "functions.handlers.worker"] else "server"
                 )

@@ -47,7 +47,11 @@ def test_uvicorn_server_container_reserves_a_gpu_and_is_health_checked(
     assert env["MAAS_MODELS"] == f"/app/artifacts/{gpu_name}"
     assert env["MAAS_INPUT_PREFIX"] == f"inputs/{gpu_name}/" and env["MAAS_OUTPUT_PREFIX"] == f"outputs/{gpu_name}/"
     assert env["MAAS_EXECUTION_PROVIDERS"] == "cuda,cpu" and env["MAAS_MICROBATCH"] == "true"
-    assert server["LogConfiguration"]["LogDriver"] == "awslogs"
+    # stdout goes through FireLens with the EMF header, so the metrics the server prints become CloudWatch metrics
+    assert server["LogConfiguration"]["LogDriver"] == "awsfirelens"
+    assert server["LogConfiguration"]["Options"]["log_format"] == "json/emf"
+    routers = [c for c in _containers(gpu).values() if c.get("FirelensConfiguration", {}).get("Type") == "fluentbit"]
+    assert routers and all(c["Essential"] for c in routers)
     gpu.has_resource_properties(
         "AWS::ECS::TaskDefinition", {"NetworkMode": "awsvpc", "RequiresCompatibilities": ["EC2"]}
     )
@@ -128,7 +132,7 @@ def test_service_scales_on_load_between_min_and_max_tasks(
         c
         for task in gpu.find_resources("AWS::ECS::TaskDefinition").values()
         for c in task["Properties"]["ContainerDefinitions"]
-        if "uvicorn" in c["Command"]
+        if "uvicorn" in c.get("Command", [])
     ]
     env = {e["Name"]: e["Value"] for e in server["Environment"]}
     assert float(env["MAAS_LOAD_METRICS_INTERVAL_S"]) > 0
