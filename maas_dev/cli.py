@@ -181,6 +181,7 @@ def serve(
     Beyond loopback (e.g. --host 0.0.0.0) it refuses to start unless MAAS_API_KEYS is set; callers then send
     a key in 'x-api-key'. Keys come from the environment only, never the command line (visible in `ps`).
     """
+    _quiet_local_metrics()
     from functions.inference.registry import registry_from_settings
     from functions.settings import Settings, get_settings
     from functions.web.security import UnsafeBindError, require_keys_for_host
@@ -283,9 +284,16 @@ def bench(
 @app.command()
 def demo(rebuild: Annotated[bool, typer.Option(help="rebuild even if artifacts exist")] = False) -> None:
     """Build the default models, serve them locally, call every protocol, print the answers, stop."""
+    _quiet_local_metrics()
     from maas_dev.demo import run_demo
 
     run_demo(console, rebuild=rebuild)
+
+
+def _quiet_local_metrics() -> None:
+    """Local servers print no CloudWatch EMF documents (they only mean something on AWS); set
+    POWERTOOLS_METRICS_DISABLED=false to see them."""
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
 
 
 def main() -> None:
