@@ -30,6 +30,8 @@ QUANTIZATION_PRESETS = (
     "int8-dynamic-matmul-per-channel",
     "int8-dynamic-ffn-outliers",
     "int8-dynamic-ffn-both-outliers",
+    "int8-dynamic-ffn-outliers-plain-ln",
+    "int8-dynamic-ffn-both-outliers-plain-ln",
     "int8-dynamic-ffn-blockwise",
     "int8-dynamic-early-ffn-blockwise",
     "int8-dynamic-early-ffn-both-blockwise",
@@ -40,6 +42,7 @@ QUANTIZATION_PRESETS = (
     "int4-source-grid",
     "int4-source-grid-fp32-head",
     "int4-source-grid-int8-head",
+    "int4-source-grid-int8-compute",
 )
 DEFAULT_PRESET = "int8-dynamic-matmul-per-channel"
 
