@@ -32,6 +32,8 @@ QUANTIZATION_PRESETS = (
     "int8-dynamic-ffn-both-outliers",
     "int8-dynamic-ffn-outliers-plain-ln",
     "int8-dynamic-ffn-both-outliers-plain-ln",
+    "int8-dynamic-ffn-outliers-plain-ln-tanh-gelu",
+    "int8-dynamic-ffn-both-outliers-plain-ln-tanh-gelu",
     "int8-dynamic-ffn-blockwise",
     "int8-dynamic-early-ffn-blockwise",
     "int8-dynamic-early-ffn-both-blockwise",
