@@ -69,7 +69,9 @@ class MaasGeneration(GenerationRunner):
         from functions.inference.registry import pipeline_for
 
         directory = Path(spec["artifact"])
-        self.pipeline = pipeline_for(directory, verify_artifact(directory))
+        self.pipeline = pipeline_for(
+            directory, verify_artifact(directory), intra_op_threads=int(spec.get("intra_op_threads", 0))
+        )
 
     def generate(self, ids: list[int], count: int, eos: frozenset[int] = frozenset()) -> list[int]:
         from functions.inference.decoding import Generation, Sampler, SamplingParams
