@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from maas_dev.bench.peer_process import (
     PeerProcess,
     alternate_rounds,
     load_average,
+    paired_ratio,
     start_all,
     summarise,
 )
@@ -178,11 +180,12 @@ def run_encoder_peers(name: str, *, rounds: int, out_dir: Path, console: Console
     console.log(f"starting {len(cases)} cases, each in its own process")
     running = start_all(cases, REPO_ROOT, REPO_ROOT / "build" / "peers" / "logs", on_skip)
 
-    def calls(process: PeerProcess) -> dict[str, list[float]]:
-        return {w: process.call("time", workload=w, repeats=REPEATS[w]) for w in WORKLOADS}
+    def step(workload: str) -> Callable[[PeerProcess], list[float]]:
+        return lambda process: list(process.call("time", workload=workload, repeats=REPEATS[workload]))
 
     try:
-        per_round = alternate_rounds(running, calls, rounds, lambda i: console.log(f"round {i + 1} of {rounds}"))
+        steps = {w: step(w) for w in WORKLOADS}
+        per_round = alternate_rounds(running, steps, rounds, lambda i: console.log(f"round {i + 1} of {rounds}"))
         quality = {}
         for case_name, process in running.items():
             path = scratch / f"{case_name}.npy"
@@ -202,7 +205,16 @@ def run_encoder_peers(name: str, *, rounds: int, out_dir: Path, console: Console
                 "latency": summarise(per_round[case.name]),
                 "quality": quality[case.name],
             }
+    results["paired"] = _paired(per_round)
     return write_encoder_peers_report(results, out_dir, console)
+
+
+def _paired(per_round: dict[str, list[dict[str, list[float]]]]) -> dict[str, dict[str, float]]:
+    """Per workload and peer: the median over rounds of peer ÷ maas (the ratio of neighbours in time)."""
+    if "maas" not in per_round:
+        return {}
+    peers = [name for name in per_round if name != "maas"]
+    return {w: {p: paired_ratio(per_round, "maas", p, w) for p in peers} for w in WORKLOADS}
 
 
 def _quality(task: Any, reference: np.ndarray, got: np.ndarray) -> dict[str, float]:

@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from maas_dev.bench.peer_process import (
     alternate_rounds,
     load_average,
     start_all,
-    summarise,
 )
 
 DEFAULT_GENAI_MODEL = Path("build/peers/smollm2-genai-int4")
@@ -96,12 +96,11 @@ def run_generation_peers(name: str, *, rounds: int, new_tokens: int, out_dir: Pa
     running = start_all(cases, _repo(), _repo() / "build" / "peers" / "logs", on_skip)
     scratch = Path(tempfile.mkdtemp(prefix="maas-gen-peers-"))
 
-    def calls(process: PeerProcess) -> dict[str, list[float]]:
-        return {"first_token": process.call("time", count=1, repeats=3),
-                "full": process.call("time", count=new_tokens, repeats=2)}  # fmt: skip
-
+    steps: dict[str, Callable[[PeerProcess], Any]] = {
+        "pairs": lambda process: process.call("time_pair", count=new_tokens, repeats=3),
+    }
     try:
-        per_round = alternate_rounds(running, calls, rounds, lambda i: console.log(f"round {i + 1} of {rounds}"))
+        per_round = alternate_rounds(running, steps, rounds, lambda i: console.log(f"round {i + 1} of {rounds}"))
         console.log("quality: teacher-forced held-out positions and greedy parity prompts, every case")
         quality_raw = {}
         for case_name, process in running.items():
@@ -122,21 +121,31 @@ def run_generation_peers(name: str, *, rounds: int, new_tokens: int, out_dir: Pa
     for case in cases:
         if case.name not in running:
             continue
-        latency = summarise(per_round[case.name])
-        first, full = latency["first_token"]["p50_ms"] / 1000, latency["full"]["p50_ms"] / 1000
-        per_round_ms = zip(latency["first_token"]["round_p50_ms"], latency["full"]["round_p50_ms"], strict=True)
-        rounds_decode = [(new_tokens - 1) / max((f - t) / 1000, 1e-9) for t, f in per_round_ms]
         results["cases"][case.name] = {
             "label": case.label,
-            "time_to_first_token_ms": first * 1000,
-            "ttft_round_ms": latency["first_token"]["round_p50_ms"],
-            "decode_tokens_per_s": (new_tokens - 1) / max(full - first, 1e-9),
-            "decode_round_tokens_per_s": rounds_decode,
+            **speed([r["pairs"] for r in per_round[case.name]], new_tokens),
             "quality": _quality(quality_raw[case.name], reference) if reference else {},
         }
         if reference:
             results["heldout_positions"] = len(reference[0])
     return write_generation_peers_report(results, out_dir, console)
+
+
+def speed(rounds: list[list[list[float]]], new_tokens: int) -> dict[str, Any]:
+    """TTFT and decode tokens/s from per-round [first token s, all tokens s] pairs: medians over every pair,
+    and the per-round medians (the spread)."""
+    import statistics
+
+    def decode(pairs: list[list[float]]) -> float:
+        return (new_tokens - 1) / max(statistics.median(full - first for first, full in pairs), 1e-9)
+
+    every = [pair for r in rounds for pair in r]
+    return {
+        "time_to_first_token_ms": statistics.median(first for first, _ in every) * 1000,
+        "ttft_round_ms": [statistics.median(first for first, _ in r) * 1000 for r in rounds],
+        "decode_tokens_per_s": decode(every),
+        "decode_round_tokens_per_s": [decode(r) for r in rounds],
+    }
 
 
 def _quality(mine: tuple[np.ndarray, np.ndarray, list[list[int]]], ref: tuple[Any, ...]) -> dict[str, float]:

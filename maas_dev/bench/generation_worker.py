@@ -48,6 +48,15 @@ class GenerationRunner:
         self.generate(self.prompt, count)  # warm-up
         return [timed(lambda: self.generate(self.prompt, count)) for _ in range(repeats)]
 
+    def time_pair(self, count: int, repeats: int) -> list[list[float]]:
+        """[seconds to the first token, seconds to ``count`` tokens], measured back to back, ``repeats`` times:
+        a pair shares the machine's load of its moment, so their difference is the decode time."""
+        self.generate(self.prompt, count)  # warm-up
+        return [
+            [timed(lambda: self.generate(self.prompt, 1)), timed(lambda: self.generate(self.prompt, count))]
+            for _ in range(repeats)
+        ]
+
     def greedy(self, prompts: list[list[int]], count: int, eos: list[int]) -> list[list[int]]:
         return [self.generate(ids, count, frozenset(eos)) for ids in prompts]
 

@@ -111,22 +111,38 @@ def start_all(
 
 def alternate_rounds(
     running: dict[str, PeerProcess],
-    calls: Callable[[PeerProcess], dict[str, list[float]]],
+    steps: dict[str, Callable[[PeerProcess], Any]],
     rounds: int,
     on_round: Callable[[int], None] | None = None,
-) -> dict[str, list[dict[str, list[float]]]]:
-    """``calls(process)`` → {workload: samples}, for every case, ``rounds`` times; the case order rotates each
-    round. Returns per case the list of per-round sample dicts."""
+) -> dict[str, list[dict[str, Any]]]:
+    """Every step (a workload: ``step(process)`` → its samples) for every case, ``rounds`` times.
+
+    Cases alternate within each step, so the cases of one comparison run seconds apart (load from other work
+    on the machine drifts slowly and hits them alike), and the order of cases rotates with every step and
+    round, so no case always runs first. Returns per case the list of per-round {step: samples}."""
     names = list(running)
-    per_round: dict[str, list[dict[str, list[float]]]] = {name: [] for name in names}
+    per_round: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for index in range(rounds):
         if on_round:
             on_round(index)
-        shift = index % max(1, len(names))
-        for name in names[shift:] + names[:shift]:
-            time.sleep(SETTLE_S)
-            per_round[name].append(calls(running[name]))
+        for name in names:
+            per_round[name].append({})
+        for offset, (step, run) in enumerate(steps.items()):
+            shift = (index + offset) % max(1, len(names))
+            for name in names[shift:] + names[:shift]:
+                time.sleep(SETTLE_S)
+                per_round[name][index][step] = run(running[name])
     return per_round
+
+
+def paired_ratio(per_round: dict[str, list[dict[str, list[float]]]], case: str, reference: str, step: str) -> float:
+    """Median over rounds of (reference's round median ÷ case's round median): above 1, ``case`` is faster.
+    Each round's pair ran seconds apart, so drifting load on the machine cancels out of the ratio."""
+    ratios = [
+        statistics.median(ref[step]) / statistics.median(mine[step])
+        for ref, mine in zip(per_round[reference], per_round[case], strict=True)
+    ]
+    return statistics.median(ratios)
 
 
 def load_average() -> list[float]:

@@ -11,7 +11,14 @@ import pytest
 from rich.console import Console
 
 from maas_dev.bench.encoder_peers import encoder_cases, int8_config_for_host, workload_texts
-from maas_dev.bench.peer_process import PeerCase, PeerProcess, alternate_rounds, start_all, summarise
+from maas_dev.bench.peer_process import (
+    PeerCase,
+    PeerProcess,
+    alternate_rounds,
+    paired_ratio,
+    start_all,
+    summarise,
+)
 from maas_dev.bench.peer_report import (
     encoder_lines,
     fastest_peer,
@@ -100,23 +107,28 @@ def test_worker_answers_calls_over_the_pipe(tmp_path):
 
 
 class _FakeProcess:
-    def __init__(self, name: str, order: list[str]) -> None:
-        self.name, self.order = name, order
+    def __init__(self, name: str, order: list[str], speed: float) -> None:
+        self.name, self.order, self.speed = name, order, speed
 
-    def call(self) -> dict[str, list[float]]:
-        self.order.append(self.name)
-        return {"w": [0.001, 0.003, 0.002]}
+    def call(self, step: str) -> list[float]:
+        self.order.append(f"{step}:{self.name}")
+        return [0.001 * self.speed, 0.003 * self.speed, 0.002 * self.speed]
 
 
-def test_rounds_alternate_and_rotate_the_case_order(monkeypatch):
+def test_cases_alternate_within_each_step_and_the_order_rotates(monkeypatch):
     monkeypatch.setattr("maas_dev.bench.peer_process.SETTLE_S", 0)
     order: list[str] = []
-    running = {n: _FakeProcess(n, order) for n in ("a", "b", "c")}
-    per_round = alternate_rounds(running, lambda p: p.call(), rounds=3)  # type: ignore[arg-type,attr-defined]
-    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    running = {n: _FakeProcess(n, order, speed) for n, speed in (("a", 1.0), ("b", 2.0), ("maas", 0.5))}
+    steps = {"w1": lambda p: p.call("w1"), "w2": lambda p: p.call("w2")}
+    per_round = alternate_rounds(running, steps, rounds=2)  # type: ignore[arg-type]
+    assert order == [
+        "w1:a", "w1:b", "w1:maas", "w2:b", "w2:maas", "w2:a",  # round 1: each step rotates the order
+        "w1:b", "w1:maas", "w1:a", "w2:maas", "w2:a", "w2:b",  # round 2 starts one further
+    ]  # fmt: skip
     summary = summarise(per_round["a"])
-    assert summary["w"]["p50_ms"] == pytest.approx(2.0)
-    assert summary["w"]["round_p50_ms"] == pytest.approx([2.0, 2.0, 2.0])
+    assert summary["w1"]["p50_ms"] == pytest.approx(2.0)
+    assert summary["w1"]["round_p50_ms"] == pytest.approx([2.0, 2.0])
+    assert paired_ratio(per_round, "maas", "b", "w2") == pytest.approx(4.0)
 
 
 def test_workloads_are_texts_of_exactly_the_asked_token_count():
@@ -153,6 +165,7 @@ def _encoder_results(quality: dict) -> dict:
         "int8_config": "x86-64 with avx512_vnni",
         "gates": {"mean_cosine": 0.995, "min_cosine": 0.98, "top1_agreement": None},
         "skipped": {"fastembed_fp32": "fastembed is not importable; set MAAS_PEER_PYTHON"},
+        "paired": {w: {"st_onnx_int8_avx512_vnni": 1.3} for w in ("b1_128", "b32_128", "b1_real", "b32_real")},
         "cases": {
             "torch_sentence_transformers": case(2.5, quality),
             "st_onnx_int8_avx512_vnni": case(1.0, {"mean_cosine": 0.9929, "min_cosine": 0.9823}),
@@ -167,7 +180,7 @@ def test_encoder_report_shows_every_peer_the_ratio_to_the_fastest_and_quality(tm
     report = write_encoder_peers_report(results, tmp_path, _console())
     text = report.read_text()
     assert "st_onnx_int8_avx512_vnni" in text and "torch_sentence_transformers" in text
-    assert "**1.25×**" in text  # maas ÷ the fastest peer, per workload
+    assert "| 1.25× | **1.30×** | yes |" in text  # maas ÷ the fastest peer: p50s, then paired per round
     assert "0.9929 / 0.9823" in text and "| no |" in text  # the INT8 peer misses the catalog's gates
     assert "x86_64" in text and "0.50/0.40/0.30" in text  # architecture and machine load are named
     assert "fastembed is not importable" in text  # a skipped peer says why
@@ -183,6 +196,15 @@ def test_classifier_report_judges_top1_agreement():
     lines, _ = encoder_lines(results)
     assert any("97.50% top-1 | no" in line for line in lines)
     assert any("99.60% top-1 | yes" in line for line in lines)
+
+
+def test_generation_speed_comes_from_back_to_back_pairs():
+    from maas_dev.bench.generation_peers import speed
+
+    rounds = [[[0.1, 1.37], [0.1, 1.37]], [[0.2, 2.74], [0.2, 2.74]]]  # 127 decode tokens in 1.27 s, then 2.54 s
+    result = speed(rounds, new_tokens=128)
+    assert result["decode_round_tokens_per_s"] == pytest.approx([100.0, 50.0])
+    assert result["ttft_round_ms"] == pytest.approx([100.0, 200.0])
 
 
 def test_generation_report_states_decode_and_ttft_against_the_fastest_peer(tmp_path):
