@@ -33,8 +33,8 @@ from maas_dev.bench.peer_process import (
 
 DEFAULT_GENAI_MODEL = Path("build/peers/smollm2-genai-int4")
 GENAI_HINT = (
-    "make it with `$MAAS_ORT_GENAI_PYTHON -m onnxruntime_genai.models.builder -i <HF checkpoint of the GGUF> "
-    "-o {model} -p int4 -e cpu` (docs/benchmarks/README.md, Peers) or point MAAS_ORT_GENAI_MODEL at one"
+    "make it with `MAAS_ORT_GENAI_PYTHON=<genai venv python> python -m maas_dev.bench.genai_model` (writes {model}; "
+    "docs/benchmarks/README.md, Peers) or point MAAS_ORT_GENAI_MODEL at a builder output folder"
 )
 
 
