@@ -31,7 +31,9 @@ from maas_dev.bench.peer_process import (
     PeerCase,
     PeerProcess,
     alternate_rounds,
+    is_maas,
     load_average,
+    maas_variants,
     paired_ratio,
     start_all,
     summarise,
@@ -112,6 +114,9 @@ def encoder_cases(
         )
     cases.append(PeerCase("maas", f"maas {entry_name} (served artifact)", sys.executable, worker,
                           {"kind": "maas", "artifact": str(artifact), **common}))  # fmt: skip
+    for name, path in maas_variants().items():
+        cases.append(PeerCase(name, f"maas, another build: {path}", sys.executable, worker,
+                              {"kind": "maas", "artifact": path, **common}))  # fmt: skip
     return cases
 
 
@@ -209,12 +214,14 @@ def run_encoder_peers(name: str, *, rounds: int, out_dir: Path, console: Console
     return write_encoder_peers_report(results, out_dir, console)
 
 
-def _paired(per_round: dict[str, list[dict[str, list[float]]]]) -> dict[str, dict[str, float]]:
-    """Per workload and peer: the median over rounds of peer ÷ maas (the ratio of neighbours in time)."""
-    if "maas" not in per_round:
-        return {}
-    peers = [name for name in per_round if name != "maas"]
-    return {w: {p: paired_ratio(per_round, "maas", p, w) for p in peers} for w in WORKLOADS}
+def _paired(per_round: dict[str, list[dict[str, list[float]]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per maas build, workload and peer: the median over rounds of peer ÷ maas (neighbours in time)."""
+    peers = [name for name in per_round if not is_maas(name)]
+    return {
+        mine: {w: {p: paired_ratio(per_round, mine, p, w) for p in peers} for w in WORKLOADS}
+        for mine in per_round
+        if is_maas(mine)
+    }
 
 
 def _quality(task: Any, reference: np.ndarray, got: np.ndarray) -> dict[str, float]:

@@ -28,6 +28,7 @@ from maas_dev.bench.peer_process import (
     PeerProcess,
     alternate_rounds,
     load_average,
+    maas_variants,
     start_all,
 )
 
@@ -55,6 +56,8 @@ def generation_cases(entry: Any, artifact: Path, gguf: Path, prompt_ids: list[in
                                         "how": GENAI_HINT.format(model=genai_model), **common}),
         PeerCase("maas", f"maas {entry.name} ({entry.quantization})", sys.executable, worker,
                  {"kind": "maas", "artifact": str(artifact), **common}),
+        *(PeerCase(name, f"maas, another build: {path}", sys.executable, worker,
+                   {"kind": "maas", "artifact": path, **common}) for name, path in maas_variants().items()),
     ]  # fmt: skip
 
 

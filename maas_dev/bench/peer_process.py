@@ -145,6 +145,17 @@ def paired_ratio(per_round: dict[str, list[dict[str, list[float]]]], case: str, 
     return statistics.median(ratios)
 
 
+def maas_variants() -> dict[str, str]:
+    """``MAAS_BENCH_VARIANTS="name=artifact dir,..."``: other builds of the model, shown beside the served one as
+    ``maas_<name>`` (never counted as peers), e.g. a preset that failed its gates."""
+    pairs = [item.split("=", 1) for item in os.environ.get("MAAS_BENCH_VARIANTS", "").split(",") if "=" in item]
+    return {f"maas_{name.strip()}": path.strip() for name, path in pairs}
+
+
+def is_maas(name: str) -> bool:
+    return name == "maas" or name.startswith("maas_")
+
+
 def load_average() -> list[float]:
     """The 1/5/15-minute load averages (other work on the machine shows here; the report records it)."""
     try:

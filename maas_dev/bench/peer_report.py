@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from maas_dev.bench.peer_process import is_maas
 from maas_dev.bench.report import machine_line, write_json
 
 WORKLOAD_TITLES = {
@@ -20,12 +21,11 @@ WORKLOAD_TITLES = {
     "b32_real": "batch 32, real sentences",
 }
 TARGET = 1.2  # maas ≥ 1.2× the fastest peer (issue 17)
-MAAS = "maas"
 
 
 def fastest_peer(cases: dict[str, Any], workload: str, metric: str = "p50_ms") -> tuple[str, float] | None:
     """The peer (not maas) with the lowest ``metric`` on ``workload``: (name, value)."""
-    peers = [(n, c["latency"][workload][metric]) for n, c in cases.items() if n != MAAS and workload in c["latency"]]
+    peers = [(n, c["latency"][workload][metric]) for n, c in cases.items() if not is_maas(n)]
     return min(peers, key=lambda p: p[1]) if peers else None
 
 
@@ -63,19 +63,21 @@ def encoder_lines(results: dict[str, Any]) -> tuple[list[str], Table]:
             cells.append(f"{lat['p50_ms']:.1f} ms{ratio} <br>{_range(lat['round_p50_ms'])}")
             row.append(f"{lat['p50_ms']:.1f}{ratio}")
         mark = "yes" if passes_gates(case["quality"], results["gates"]) else "no"
-        shown = f"**{name}**" if name == MAAS else name
+        shown = f"**{name}**" if is_maas(name) else name
         lines.append(f"| {shown} | " + " | ".join(cells) + f" | {quality_cell(case['quality'])} | {mark} |")
         table.add_row(name, *row, quality_cell(case["quality"]))
-    if MAAS in cases:
-        paired = results.get("paired", {})
-        head = "| workload | fastest peer | its p50 | maas p50 | ratio of p50s | paired ratio (median of rounds) |"
+    paired = results.get("paired", {})
+    for mine_name in [n for n in cases if is_maas(n)]:
+        head = (
+            f"| workload | fastest peer | its p50 | {mine_name} p50 | ratio of p50s | paired ratio (median of rounds) |"
+        )
         lines += ["", f"{head} met (≥ {TARGET}×) |", "|---|---|---|---|---|---|---|"]
         for w in workloads:
             best = fastest_peer(cases, w)
             if best is None:
                 continue
-            mine = cases[MAAS]["latency"][w]["p50_ms"]
-            pair = paired.get(w, {}).get(best[0])
+            mine = cases[mine_name]["latency"][w]["p50_ms"]
+            pair = paired.get(mine_name, {}).get(w, {}).get(best[0])
             verdict = pair if pair is not None else best[1] / mine
             pair_cell = f"**{pair:.2f}×**" if pair is not None else "–"
             lines.append(
@@ -145,7 +147,7 @@ def _encoder_plot(results: dict[str, Any], path: Path) -> Path | None:
     names = list(cases)
     for ax, (workload, title) in zip(axes, WORKLOAD_TITLES.items(), strict=True):
         values = [cases[n]["latency"][workload]["p50_ms"] for n in names]
-        colors = ["tab:red" if n == MAAS else "tab:gray" for n in names]
+        colors = ["tab:red" if is_maas(n) else "tab:gray" for n in names]
         ax.barh(names, values, color=colors)
         for y, v in enumerate(values):
             ax.text(v, y, f" {v:.1f}", va="center", fontsize=7)
@@ -164,7 +166,7 @@ def _encoder_plot(results: dict[str, Any], path: Path) -> Path | None:
 def generation_lines(results: dict[str, Any]) -> tuple[list[str], Table]:
     """One row per case: TTFT, decode tokens/s (× the fastest peer), quality against torch."""
     cases = results["cases"]
-    peers = {n: c for n, c in cases.items() if n != MAAS}
+    peers = {n: c for n, c in cases.items() if not is_maas(n)}
     best_decode = max((c["decode_tokens_per_s"] for c in peers.values()), default=None)
     best_ttft = min((c["time_to_first_token_ms"] for c in peers.values()), default=None)
     lines = [
@@ -180,7 +182,7 @@ def generation_lines(results: dict[str, Any]) -> tuple[list[str], Table]:
         top1 = f"{q['top1_agreement']:.3f}" if q else "–"
         ppl = f"{q['perplexity']:.3f} ({q['perplexity_increase']:+.2%})" if q else "–"
         greedy = f"{q['greedy_match']:.3f}" if q else "–"
-        shown = f"**{name}**" if name == MAAS else name
+        shown = f"**{name}**" if is_maas(name) else name
         lines.append(
             f"| {shown} | {c['time_to_first_token_ms']:.0f} ms <br>{_range(c['ttft_round_ms'])} | "
             f"{c['decode_tokens_per_s']:.1f} <br>{_range(c['decode_round_tokens_per_s'])} | {ratio} | {top1} | "
@@ -188,12 +190,12 @@ def generation_lines(results: dict[str, Any]) -> tuple[list[str], Table]:
         )
         table.add_row(name, f"{c['time_to_first_token_ms']:.0f}", f"{c['decode_tokens_per_s']:.1f}", ratio, top1,
                       f"{q['perplexity_increase']:+.2%}" if q else "–", greedy)  # fmt: skip
-    if MAAS in cases and best_decode and best_ttft:
-        mine = cases[MAAS]
+    for name in [n for n in cases if is_maas(n)] if best_decode and best_ttft else []:
+        mine = cases[name]
         lines += [
             "",
-            f"maas decode ÷ fastest peer's: **{mine['decode_tokens_per_s'] / best_decode:.2f}×** (target ≥ 1.0×); "
-            f"maas TTFT ÷ fastest peer's: **{mine['time_to_first_token_ms'] / best_ttft:.2f}×** (target ≤ 1.0×).",
+            f"{name} decode ÷ fastest peer's: **{mine['decode_tokens_per_s'] / best_decode:.2f}×** (target ≥ 1.0×); "
+            f"{name} TTFT ÷ fastest peer's: **{mine['time_to_first_token_ms'] / best_ttft:.2f}×** (target ≤ 1.0×).",
         ]
     return lines, table
 
@@ -239,7 +241,7 @@ def _generation_plot(results: dict[str, Any], path: Path) -> Path | None:
         return None
     cases = results["cases"]
     names = list(cases)
-    colors = ["tab:red" if n == MAAS else "tab:gray" for n in names]
+    colors = ["tab:red" if is_maas(n) else "tab:gray" for n in names]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2), sharey=True)
     panels = (
         ("decode tokens/s (higher is better)", [cases[n]["decode_tokens_per_s"] for n in names]),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from maas_dev.bench.encoder_peers import encoder_cases, int8_config_for_host, workload_texts
+from maas_dev.bench.encoder_peers import WORKLOADS, encoder_cases, int8_config_for_host, workload_texts
 from maas_dev.bench.peer_process import (
     PeerCase,
     PeerProcess,
@@ -165,7 +165,7 @@ def _encoder_results(quality: dict) -> dict:
         "int8_config": "x86-64 with avx512_vnni",
         "gates": {"mean_cosine": 0.995, "min_cosine": 0.98, "top1_agreement": None},
         "skipped": {"fastembed_fp32": "fastembed is not importable; set MAAS_PEER_PYTHON"},
-        "paired": {w: {"st_onnx_int8_avx512_vnni": 1.3} for w in ("b1_128", "b32_128", "b1_real", "b32_real")},
+        "paired": {"maas": {w: {"st_onnx_int8_avx512_vnni": 1.3} for w in WORKLOADS}},
         "cases": {
             "torch_sentence_transformers": case(2.5, quality),
             "st_onnx_int8_avx512_vnni": case(1.0, {"mean_cosine": 0.9929, "min_cosine": 0.9823}),
@@ -226,9 +226,14 @@ def test_generation_report_states_decode_and_ttft_against_the_fastest_peer(tmp_p
         "heldout_positions": 400,
         "gates": {"top1_agreement": 0.99, "perplexity_increase": 0.02},
         "skipped": {"onnxruntime_genai_int4": "no genai_config.json"},
-        "cases": {"llama_cpp": case(150.0, 80.0, 0.97), "maas": case(75.0, 100.0, 1.0)},
+        "cases": {
+            "llama_cpp": case(150.0, 80.0, 0.97),
+            "maas": case(75.0, 100.0, 1.0),
+            "maas_int8": case(150.0, 60.0, 0.97),
+        },
     }
     text = write_generation_peers_report(results, tmp_path, _console()).read_text()
     assert "**0.50×** (target ≥ 1.0×)" in text and "**1.25×** (target ≤ 1.0×)" in text
+    assert "maas_int8 decode ÷ fastest peer's: **1.00×**" in text  # another maas build is shown, never a peer
     assert "0.970" in text and "aarch64" in text and "no genai_config.json" in text
     assert (tmp_path / "smollm2-chat-peers.png").is_file()
