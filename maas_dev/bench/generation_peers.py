@@ -27,6 +27,7 @@ from maas_dev.bench.peer_process import (
     PeerCase,
     PeerProcess,
     alternate_rounds,
+    is_maas,
     load_average,
     maas_variants,
     start_all,
@@ -131,7 +132,30 @@ def run_generation_peers(name: str, *, rounds: int, new_tokens: int, out_dir: Pa
         }
         if reference:
             results["heldout_positions"] = len(reference[0])
+    results["paired"] = paired(results["cases"])
     return write_generation_peers_report(results, out_dir, console)
+
+
+def paired(cases: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per maas build and peer: median over rounds of maas ÷ peer decode tokens/s, and of maas ÷ peer TTFT (each
+    round's pair ran seconds apart)."""
+    import statistics
+
+    def ratio(mine: list[float], theirs: list[float]) -> float:
+        return statistics.median(a / b for a, b in zip(mine, theirs, strict=True))
+
+    return {
+        m: {
+            p: {
+                "decode": ratio(cases[m]["decode_round_tokens_per_s"], cases[p]["decode_round_tokens_per_s"]),
+                "ttft": ratio(cases[m]["ttft_round_ms"], cases[p]["ttft_round_ms"]),
+            }
+            for p in cases
+            if not is_maas(p)
+        }
+        for m in cases
+        if is_maas(m)
+    }
 
 
 def speed(rounds: list[list[list[float]]], new_tokens: int) -> dict[str, Any]:

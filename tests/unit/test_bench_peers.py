@@ -232,8 +232,12 @@ def test_generation_report_states_decode_and_ttft_against_the_fastest_peer(tmp_p
             "maas_int8": case(150.0, 60.0, 0.97),
         },
     }
+    from maas_dev.bench.generation_peers import paired
+
+    results["paired"] = paired(results["cases"])
     text = write_generation_peers_report(results, tmp_path, _console()).read_text()
-    assert "**0.50×** (target ≥ 1.0×)" in text and "**1.25×** (target ≤ 1.0×)" in text
-    assert "maas_int8 decode ÷ fastest peer's: **1.00×**" in text  # another maas build is shown, never a peer
+    assert "| llama_cpp | 0.50× | **0.50×** | 1.25× | **1.25×** | 0.970 |" in text  # maas against llama.cpp
+    assert "| llama_cpp | 1.00× | **1.00×** | 0.75× | **0.75×** | 0.970 |" in text  # another maas build, not a peer
+    assert "perplexity increase ≤ 0.02" in text
     assert "0.970" in text and "aarch64" in text and "no genai_config.json" in text
     assert (tmp_path / "smollm2-chat-peers.png").is_file()
