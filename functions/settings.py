@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     # (one request per execution environment); the GPU container and busy `maas serve` turn it on.
     microbatch: bool = False
     microbatch_wait_ms: float = Field(2.0, ge=0, le=100)
+    # A request's body must arrive whole within ``body_timeout_s`` (408 + Connection: close otherwise). It is
+    # read before the request takes an admission slot, so slow or idle uploads never hold one; at most
+    # ``max_body_readers`` bodies are in transit at once (0 = no cap; beyond: 429), bounding their memory.
+    body_timeout_s: float = Field(10.0, gt=0)
+    max_body_readers: int = Field(128, ge=0)
 
     # --- S3 and SQS batch paths ------------------------------------------------------------------------
     # The bucket whose ``input_prefix`` triggers jobs; empty accepts events from any bucket (local runs).

@@ -22,7 +22,14 @@ from functions.inference.decoding import (
     render_chat,
 )
 from functions.inference.decoding.config import CONFIG_KEY
-from functions.inference.pipelines.base import Capability, Pipeline, Prepared, TaskParameters, TaskResult
+from functions.inference.pipelines.base import (
+    Capability,
+    Pipeline,
+    Prepared,
+    TaskParameters,
+    TaskResult,
+    is_cancelled,
+)
 from functions.inference.tokenizer import check_text
 
 MAX_STOP_SEQUENCES = 4
@@ -74,6 +81,7 @@ def check_stop(stop: list[str], param: str = "stop") -> tuple[str, ...]:
                 f"{param}[{index}] must be a non-empty string of at most {MAX_STOP_CHARS} characters",
                 param=f"{param}[{index}]",
             )
+        check_text(item, f"{param}[{index}]")
     return tuple(stop)
 
 
@@ -171,6 +179,7 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
             sampler=Sampler(sampling),
             eos_token_ids=self.eos_token_ids,
             stop=stop,
+            cancelled=is_cancelled,
         )
 
     # --- prepare → execute → finish --------------------------------------------------------------------
