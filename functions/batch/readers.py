@@ -2,13 +2,16 @@
 
 Nothing here holds more than one line in memory, and a line longer than ``max_line_bytes`` is
 skipped as it streams by and reported as an error record — a 2 GB line cannot exhaust the function.
-A line that cannot be read becomes a record carrying its error, so the output never has a gap.
+A line that cannot be read — whatever the reader raises on it: bad JSON, an integer over 4,300 digits,
+nesting deeper than the parser follows, an id that is not valid Unicode — becomes a record carrying its
+error, so the output never has a gap. Lines end in LF, CRLF or a bare CR, mixed as they come.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,12 +72,21 @@ class InputRecord:
     image_key: str | None = None  # a manifest line naming an image object, fetched before inference
 
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
 def iter_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes | OversizedLine]:
-    """Split a byte stream on ``\\n`` (``\\r\\n`` too) with memory bounded by ``max_line_bytes``."""
+    """Split a byte stream on ``\\n``, ``\\r\\n`` or a bare ``\\r``, with memory bounded by ``max_line_bytes``."""
     pending = b""
     skipped = 0  # > 0 while inside an oversized line: its bytes are counted, not kept
+    after_cr = False  # the last chunk ended in \r: a \n opening this one completes that CRLF
     for chunk in chunks:
-        *complete, tail = chunk.split(b"\n")
+        if not chunk:
+            continue
+        if after_cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        after_cr = chunk.endswith(b"\r")
+        *complete, tail = _LINE_BREAK.split(chunk)
         for part in complete:
             if skipped:
                 yield OversizedLine(skipped + len(part))
@@ -82,7 +94,7 @@ def iter_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes |
                 continue
             line = pending + part
             pending = b""
-            yield line.removesuffix(b"\r") if len(line) <= max_line_bytes else OversizedLine(len(line))
+            yield line if len(line) <= max_line_bytes else OversizedLine(len(line))
         if skipped:
             skipped += len(tail)
         else:
@@ -92,7 +104,7 @@ def iter_lines(chunks: Iterable[bytes], max_line_bytes: int) -> Iterator[bytes |
     if skipped:
         yield OversizedLine(skipped)
     elif pending.strip():
-        yield pending.removesuffix(b"\r")
+        yield pending
 
 
 def _decode(raw: bytes | OversizedLine, number: int, limit: int) -> str | MaasError:
@@ -116,13 +128,26 @@ def read_jsonl(lines: Iterable[bytes | OversizedLine], *, max_line_bytes: int) -
         if isinstance(text, MaasError):
             yield InputRecord(number, None, error=text)
             continue
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield InputRecord(number, None, error=MalformedRecordError(
-                f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}"))
-            continue
-        yield _record_from_object(body, number)
+        yield _record_from_line(text, number)
+
+
+def _record_from_line(text: str, number: int) -> InputRecord:
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number} is not valid JSON: {exc.msg} at column {exc.colno}"))
+    except RecursionError:
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number} is nested too deeply to read; flatten its inputs"))
+    except ValueError as exc:  # an integer of more than 4,300 digits (sys.int_info.str_digits_check_threshold)
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number} could not be read: {str(exc).split(';')[0]}"))
+    try:
+        return _record_from_object(body, number)
+    except Exception as exc:  # any other surprise in reading one line is that line's own error
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number} could not be read as a record ({type(exc).__name__})"))
 
 
 def _record_from_object(body: Any, number: int) -> InputRecord:
@@ -133,6 +158,10 @@ def _record_from_object(body: Any, number: int) -> InputRecord:
     if record_id is None or isinstance(record_id, bool) or not isinstance(record_id, str | int):
         return InputRecord(number, None, error=MalformedRecordError(
             f"line {number} needs an 'id' (a string or integer) so its result can be matched"))
+    if isinstance(record_id, str) and not _is_unicode(record_id):
+        return InputRecord(number, None, error=MalformedRecordError(
+            f"line {number}: 'id' is not valid Unicode (a lone surrogate escape such as \\ud800); it could not "
+            "be written back. Use UTF-8 text, with surrogate escapes in valid pairs"))
     parameters = body.get("parameters")
     if parameters is not None and not isinstance(parameters, dict):
         return InputRecord(number, record_id, error=MalformedRecordError(
@@ -143,6 +172,14 @@ def _record_from_object(body: Any, number: int) -> InputRecord:
         return InputRecord(number, record_id, error=MalformedRecordError(
             f"line {number} has no 'inputs' (or 'image' key for image models)"))
     return InputRecord(number, record_id, item=WorkItem([body["inputs"]], parameters))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_csv(

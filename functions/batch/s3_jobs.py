@@ -45,7 +45,7 @@ from functions.batch.readers import (
 )
 from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
 from functions.batch.types import ErrorBody, ErrorLine, JobSummary, ObjectInfo, ResultLine
-from functions.errors import MaasError, ModelNotFoundError, PayloadTooLargeError
+from functions.errors import MaasError, ModelNotFoundError, PayloadTooLargeError, printable
 from functions.inference.batching import RunStats, WorkItem, run_items
 from functions.inference.pipelines.base import Pipeline
 from functions.telemetry import MetricUnit, logger, metrics
@@ -338,7 +338,7 @@ class S3JobRunner:
         lines: list[bytes] = []
         for record in window:
             error = record.error
-            line: ResultLine | ErrorLine
+            line: ResultLine | ErrorLine | None = None
             if error is None:
                 outcome = next(outcomes)
                 error = outcome.error
@@ -347,14 +347,14 @@ class S3JobRunner:
                                       output=outcome.outputs[0])
                     if outcome.truncated and outcome.truncated[0]:
                         line["truncated"] = True
-            if error is not None:
-                line = ErrorLine(id=record.id, line=record.line,
-                                 error=ErrorBody(code=error.code, message=error.message))
+            encoded = _encode_line(line) if line is not None else None
+            if encoded is None:  # an error, or a result that cannot be written as JSON: the record's own error
+                error = error or MalformedRecordError(f"line {record.line}: its result could not be written as JSON")
+                encoded = _error_line(record, error)
                 tally.errors[error.code] += 1
             tally.counts["total"] += 1
             tally.counts["failed" if error is not None else "succeeded"] += 1
-            # pydantic-core's serializer: ~9x faster than json.dumps on a 384-float embedding, same JSON text
-            lines.append(pydantic_core.to_json(line))
+            lines.append(encoded)
         upload.write(b"\n".join(lines) + b"\n")
 
     def _load_image(self, job: S3Job, record: InputRecord) -> None:
@@ -378,3 +378,23 @@ class S3JobRunner:
                 f"line {record.line}: image is {found['ContentLength']} bytes; at most {self.settings.max_image_bytes}")
             return
         record.item = WorkItem([found["Body"].read()], record.item.parameters if record.item else None)
+
+
+def _encode_line(line: ResultLine | ErrorLine) -> bytes | None:
+    """One output line as UTF-8 JSON, or None when it cannot be (text that is not valid Unicode)."""
+    try:
+        # pydantic-core's serializer: ~9x faster than json.dumps on a 384-float embedding, same JSON text
+        return pydantic_core.to_json(line)
+    except Exception:
+        return None
+
+
+def _error_line(record: InputRecord, error: MaasError) -> bytes:
+    """The record's error line; should its id or message not be writable, without the id and with U+FFFD."""
+    body = ErrorBody(code=error.code, message=error.message)
+    encoded = _encode_line(ErrorLine(id=record.id, line=record.line, error=body))
+    if encoded is None:
+        body = ErrorBody(code=error.code, message=printable(error.message))
+        encoded = pydantic_core.to_json(ErrorLine(id=None, line=record.line, error=body))
+    return encoded
+
