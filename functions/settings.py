@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Records buffered and sorted by length before chunking (less padding); multiple of max_batch.
     window_batches: int = Field(8, ge=1, le=64)
     output_part_bytes: int = Field(8 * 1024 * 1024, ge=_MIN_PART_BYTES)
+    # The function's memory, of which a batch job holds at most a quarter as input (lines, images) at once.
+    # 0 = the Lambda context's memory_limit_in_mb (2048 without a context); set it where there is no Lambda.
+    batch_memory_mb: int = Field(0, ge=0)
 
     # --- queue worker (GPU container) --------------------------------------------------------------------
     queue_url: str = ""

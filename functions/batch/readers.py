@@ -15,11 +15,16 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from functions.batch.exceptions import MalformedRecordError
 from functions.errors import MaasError, PayloadTooLargeError
 from functions.inference.batching import WorkItem
+from functions.inference.images import ImagePreprocessing
+from functions.inference.pipelines.base import Capability, Pipeline
+
+if TYPE_CHECKING:
+    from functions.settings import Settings
 
 RecordId = str | int | None
 
@@ -70,6 +75,7 @@ class InputRecord:
     item: WorkItem | None = None
     error: MaasError | None = None
     image_key: str | None = None  # a manifest line naming an image object, fetched before inference
+    size: int = 0  # bytes of input it holds in memory (its line; once fetched, its image)
 
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
@@ -128,7 +134,9 @@ def read_jsonl(lines: Iterable[bytes | OversizedLine], *, max_line_bytes: int) -
         if isinstance(text, MaasError):
             yield InputRecord(number, None, error=text)
             continue
-        yield _record_from_line(text, number)
+        record = _record_from_line(text, number)
+        record.size = len(raw) if isinstance(raw, bytes) else 0
+        yield record
 
 
 def _record_from_line(text: str, number: int) -> InputRecord:
@@ -207,7 +215,9 @@ def read_csv(
             yield InputRecord(number, default_id, error=text)
             continue
         row = _parse_csv_line(text)
-        yield _record_from_row(row, header, number, default_id, text_column, id_column)
+        record = _record_from_row(row, header, number, default_id, text_column, id_column)
+        record.size = len(raw) if isinstance(raw, bytes) else 0
+        yield record
 
 
 def _parse_csv_line(text: str) -> list[str] | None:
@@ -233,3 +243,39 @@ def _record_from_row(
     values = dict(zip(header, row, strict=True))
     record_id: RecordId = values.get(id_column) or default_id
     return InputRecord(number, record_id, item=WorkItem([values[text_column]]))
+
+
+# --- images: within the model's own limit, and within the job's memory -----------------------------------
+def image_limit_of(pipeline: Pipeline[Any]) -> int | None:
+    """The model's own per-image limit (its preprocessing config's ``max_image_bytes``); None for text models."""
+    config = getattr(pipeline, "preprocessing", None)
+    if not pipeline.has(Capability.IMAGE_INPUT) or not isinstance(config, ImagePreprocessing):
+        return None
+    return config.max_image_bytes
+
+
+def image_too_large(where: str, size: int, limit: int, model: str) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"{where} is {size:,} bytes; {model} accepts at most {limit:,} bytes per image. "
+                                "Downscale or recompress it")
+
+
+def read_image_object(name: str, chunks: Iterable[bytes], size: int, limit: int | None, model: str) -> InputRecord:
+    """An image uploaded as the input object: one record, read only when within the model's limit."""
+    if limit is None:
+        return InputRecord(1, name, error=MalformedRecordError(
+            f"{name}: {model} is not an image model; send it JSONL or CSV text"))
+    if size > limit:
+        return InputRecord(1, name, error=image_too_large(name, size, limit, model))
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) > limit:  # never more than the limit, whatever the event said the size was
+            return InputRecord(1, name, error=image_too_large(name, len(data), limit, model))
+    return InputRecord(1, name, item=WorkItem([bytes(data)]), size=len(data))
+
+
+def input_budget(settings: Settings, context: Any) -> int:
+    """Bytes of input one job may hold at once: a quarter of the function's memory (MAAS_BATCH_MEMORY_MB, else
+    the Lambda context's ``memory_limit_in_mb``, else 2048 MB)."""
+    memory_mb = settings.batch_memory_mb or getattr(context, "memory_limit_in_mb", None) or 2048
+    return int(memory_mb) * 1024 * 1024 // 4

@@ -170,3 +170,70 @@ def test_work_for_a_client_that_hung_up_stops(image_server, monkeypatch, record)
     record("hostile", "request abandoned by its client", {"images": 16, "decoded": len(decoded)},
            "a disconnect is flagged to the request's worker thread; work stops before the next input (and "
            "generation before the next token)")  # fmt: skip
+
+
+# --- S3 image manifests -----------------------------------------------------------------------------------
+def _png_with_padding(total: int) -> bytes:
+    """A valid 8x8 PNG of ``total`` bytes: a private ancillary chunk (read and skipped by decoders) pads it."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    png = buffer.getvalue()
+    size = total - len(png) - 12
+    chunk = struct.pack(">I", size) + b"prVt" + b"\0" * size + struct.pack(">I", zlib.crc32(b"prVt" + b"\0" * size))
+    return png[:33] + chunk + png[33:]  # after IHDR, before IDAT
+
+
+def test_an_image_manifest_holds_at_most_a_quarter_of_the_functions_memory(record):
+    import os
+
+    import boto3
+
+    from maas_dev.local_aws import moto_server
+
+    memory_mb, bucket, folder = 512, "maas-batch", "inputs/efficientnet-lite0/"
+    big = b"\x89PNG\r\n\x1a\n" + os.urandom(19 * 1024 * 1024)  # 19 MiB: over the model's own 8 MiB
+    fine = _png_with_padding(7 * 1024 * 1024)  # 7 MiB: accepted, cheap to decode
+    results = {}
+    with moto_server() as url:
+        env = {**os.environ, "AWS_ENDPOINT_URL_S3": url, "AWS_ACCESS_KEY_ID": "local",
+               "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1", "MAAS_WARMUP": "false",
+               "MAAS_MODELS": str(ensure_image_artifact()), "MAAS_BATCH_BUCKET": bucket,
+               "MAAS_BATCH_MEMORY_MB": str(memory_mb), "MAAS_IDEMPOTENCY_TABLE": ""}  # fmt: skip
+        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="local",
+                          aws_secret_access_key="local")  # fmt: skip
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key=folder + "big.png", Body=big)
+        s3.put_object(Bucket=bucket, Key=folder + "fine.png", Body=fine)
+        for name in ("big", "fine"):
+            manifest = "\n".join(json.dumps({"id": n, "image": f"{name}.png"}) for n in range(128))
+            key = f"{folder}{name}-manifest.jsonl"
+            s3.put_object(Bucket=bucket, Key=key, Body=manifest.encode())
+            done = subprocess.run([sys.executable, "-m", "tests.reliability.manifest_memory", bucket, key],
+                                  cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+            assert done.returncode == 0, done.stderr[-3000:]
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    budget_mb = memory_mb / 4
+    big_counts, fine_counts = results["big"]["jobs"][0]["counts"], results["fine"]["jobs"][0]["counts"]
+    # THEN 128 lines naming a 19 MiB image are refused from its length (the model's 8 MiB), never read
+    assert big_counts == {"total": 128, "succeeded": 0, "failed": 128}
+    assert results["big"]["peak_mb"] < 64, results["big"]
+    # AND 128 lines naming an accepted 7 MiB image are all served, holding at most the budget in images at once
+    assert fine_counts == {"total": 128, "succeeded": 128, "failed": 0}
+    assert results["fine"]["peak_mb"] <= budget_mb + 96, results["fine"]
+    record(
+        "hostile",
+        "S3 image manifest: 128 lines naming one 19 MiB image",
+        {"refused": big_counts["failed"], "handler_peak_mb": results["big"]["peak_mb"]},
+        "refused from the object's length against the model's max_image_bytes (8 MiB); before the fix the "
+        "handler went from 147 MB to 2,595 MB",
+    )
+    record(
+        "hostile",
+        "S3 image manifest: 128 lines naming one 7 MiB image",
+        {"served": fine_counts["succeeded"], "handler_peak_mb": results["fine"]["peak_mb"],
+         "function_memory_mb": memory_mb, "image_budget_mb": budget_mb, "all_images_mb": 128 * 7},
+        "a window of records holds at most a quarter of the function's memory in input bytes",
+    )  # fmt: skip
