@@ -17,9 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from functions.settings import Settings
 from maas_dev.server import BackgroundServer
+from tests.reliability.conftest import FULL
+from tests.reliability.hostile_json import hostile_values, strings
 from tests.reliability.support import LEAKS, assert_clean_error, generation_artifact
 
 EMBED, CLASSIFIER, CHAT = "minilm-embed", "intent-classifier", "smollm2-chat"
@@ -263,3 +267,51 @@ def test_the_oip_parser_refuses_what_it_cannot_represent_with_a_422(client, name
     body = assert_clean_error(response, 422)
     assert len(body["error"]) < 400  # says what is wrong without echoing the input back
     record("hostile", f"OIP parser: {name}", {"status": response.status_code})
+
+
+# --- micro-batching: a bad request among good ones ----------------------------------------------------------
+def test_one_bad_request_among_30_micro_batched_ones_fails_alone(registry, record):
+    import asyncio
+
+    from functions.web.app import create_app
+
+    app = create_app(registry, Settings(microbatch=True, microbatch_wait_ms=20))
+    bodies = [json.dumps({"inputs": f"good request {n}"}).encode() for n in range(30)]
+    bodies.insert(13, f'{{"inputs": "bad {S} request"}}'.encode())
+
+    async def call() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://maas") as client:
+            return await asyncio.gather(*(client.post(f"/models/{EMBED}/predict", content=body,
+                                                      headers={"Content-Type": "application/json"})
+                                          for body in bodies))  # fmt: skip
+
+    for _ in range(3):  # the issue saw 30 x 500 in three rounds out of three
+        statuses = [r.status_code for r in asyncio.run(call())]
+        assert statuses[13] == 422 and statuses[:13] + statuses[14:] == [200] * 30, statuses
+    stats = app.state.batchers[EMBED].stats
+    assert stats.runs < stats.items  # they did share runs
+    record("hostile", "micro-batching: 1 lone-surrogate request among 30", {"rounds": 3, "good_200": 30, "bad": 422,
+                                                                           "shared_runs": stats.runs})  # fmt: skip
+
+
+# --- the OIP codec, property-based -------------------------------------------------------------------------------
+@given(
+    data=hostile_values,
+    shape=st.one_of(hostile_values, st.lists(st.integers(-2, 2**65), max_size=4).map(json.dumps)),
+    datatype=st.sampled_from(["BYTES", "INT64", "INT8", "UINT8", "FP16", "FP32", "BOOL", "NOPE"]),
+    name=st.one_of(st.just('"text"'), strings),
+)
+@settings(max_examples=400 if FULL else 60, deadline=None, derandomize=not FULL,
+          suppress_health_check=list(HealthCheck))  # fmt: skip
+def test_the_oip_codec_reads_any_json_like_tensor_or_refuses_it_with_a_422(data, shape, datatype, name):
+    from functions.errors import InvalidInputError
+    from functions.protocols.oip.codec import parse_infer_request
+
+    body = f'{{"inputs": [{{"name": {name}, "shape": {shape}, "datatype": "{datatype}", "data": {data}}}]}}'
+    try:
+        _, arrays = parse_infer_request(body.encode("utf-8"), None)
+    except InvalidInputError as exc:
+        assert exc.status_code == 422 and len(exc.message) < 1000
+        return
+    (array,) = arrays.values()
+    assert list(array.shape) == json.loads(shape)
