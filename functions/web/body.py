@@ -3,7 +3,8 @@
 - **On time.** The body must arrive within ``timeout_s`` of the request reaching the app (408 and
   ``Connection: close`` otherwise), and it is read *before* admission control: a client that sends headers
   and then a byte a minute holds a connection, never one of the ``MAAS_MAX_CONCURRENCY`` slots. At most
-  ``max_readers`` bodies are in transit at once (429 beyond), so slow uploads bound their memory too.
+  ``max_readers`` bodies are in transit at once (429 beyond; health routes are exempt), so slow uploads bound
+  their memory too.
 - **Capped.** ``max_bytes`` as sent and once decompressed (413): a ``Content-Length`` over the cap is
   refused unread, a chunked body is cut off at the cap, and ``Content-Encoding: gzip``/``deflate`` is
   inflated incrementally with an output cap, so a gzip bomb stops at ``max_bytes`` + 1 bytes. Other
@@ -23,7 +24,7 @@ import zlib
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from functions.inference.pipelines.base import cancellation
-from functions.web.security import send_error
+from functions.web.security import HEALTH_PATHS, send_error
 
 _CLOSE = [(b"connection", b"close")]  # the rest of an unread body is never read: the connection cannot be reused
 
@@ -53,7 +54,7 @@ class RequestBodyMiddleware:
             message = f"Content-Encoding {encoding!r} is not accepted; send the body plain or gzip-compressed"
             await send_error(scope, send, 415, "unsupported_media_type", message, _CLOSE)
             return
-        if self.max_readers and self.readers >= self.max_readers:
+        if self.max_readers and self.readers >= self.max_readers and scope.get("path") not in HEALTH_PATHS:
             message = f"too many uploads in progress ({self.max_readers}); retry after a short backoff"
             await send_error(scope, send, 429, "too_many_requests", message, [(b"retry-after", b"1"), *_CLOSE])
             return

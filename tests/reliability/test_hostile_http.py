@@ -315,3 +315,45 @@ def test_the_oip_codec_reads_any_json_like_tensor_or_refuses_it_with_a_422(data,
         return
     (array,) = arrays.values()
     assert list(array.shape) == json.loads(shape)
+
+
+def test_bodies_in_transit_are_capped_and_health_checks_pass_the_cap():
+    import asyncio
+
+    from functions.web.body import RequestBodyMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run() -> list[int]:
+        middleware = RequestBodyMiddleware(app, max_bytes=1024, timeout_s=30, max_readers=2)
+        never = asyncio.Event()
+
+        async def stalled() -> dict[str, Any]:
+            await never.wait()
+            return {"type": "http.disconnect"}
+
+        async def request(path: str, receive: Any) -> int:
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            scope = {"type": "http", "method": "POST", "path": path, "headers": [], "state": {}}
+            await middleware(scope, receive, send)
+            return int(sent[0]["status"]) if sent else 0  # a client that went away gets nothing
+
+        async def whole() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        # GIVEN two uploads that never finish (the cap is 2)
+        stuck = [asyncio.create_task(request(f"/models/{EMBED}/predict", stalled)) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        # WHEN a third upload and a health check arrive THEN the upload is refused at once, the health check served
+        statuses = [await request(f"/models/{EMBED}/predict", whole), await request("/v2/health/ready", whole)]
+        never.set()
+        await asyncio.gather(*stuck)
+        return statuses
+
+    assert asyncio.run(run()) == [429, 200]
