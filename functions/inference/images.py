@@ -157,7 +157,7 @@ def decode_image(data: bytes, config: ImagePreprocessing, *, where: str = "input
             raise PayloadTooLargeError(
                 f"{where}: the image is {image.width}x{image.height} {image.mode} ({image.format}), which decodes "
                 f"to {decoded:,} bytes; this model decodes at most {config.max_decoded_bytes:,} bytes per image. "
-                "Downscale it, or send 8-bit RGB",
+                "Downscale it",
                 param=where,
             )
         image.load()
@@ -174,8 +174,8 @@ def decode_image(data: bytes, config: ImagePreprocessing, *, where: str = "input
         ) from None
 
 
-# Bytes per pixel Pillow holds for a mode (8-bit multi-band modes are padded to 4), and decoders that hold a
-# second copy of the pixels while decoding.
+# Bytes per pixel Pillow holds for a mode (8-bit multi-band modes are padded to 4), and decoders that hold
+# copies of the pixels while decoding (WebP: libwebp's buffer, the bytes handed over, their copy, the image).
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 _DECODER_COPIES = {"WEBP": 4}
 
