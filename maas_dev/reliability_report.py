@@ -175,7 +175,7 @@ def headline(records: Records) -> list[str]:
     worst = _get(records, "hostile", "worst accepted image")
     manifest = _get(records, "hostile", "S3 image manifest: 128 lines naming one 19 MiB image")
     manifest_ok = _get(records, "hostile", "S3 image manifest: 128 lines naming one 7 MiB image")
-    hostile = _get(records, "hostile", "hypothesis: hostile S3 and SQS records")
+    hostile_records = _get(records, "hostile", "hypothesis: hostile S3 and SQS records")
     rows = [
         ["schemathesis cases / 5xx seen (target 0)",
          f"{fmt(fuzz.get('cases'))} cases over {fmt(fuzz.get('operations'))} operations; "
@@ -212,8 +212,8 @@ def headline(records: Records) -> list[str]:
         ["S3 image manifest peak memory",
          f"19 MiB × 128 lines: +{fmt(manifest.get('handler_peak_mb'))} MB (refused unread); 7 MiB × 128: "
          f"+{fmt(manifest_ok.get('handler_peak_mb'))} MB (budget {fmt(manifest_ok.get('image_budget_mb'))} MB)"],
-        ["hostile records → one outcome each", f"{fmt(hostile.get('examples_per_property'))} examples per "
-         f"property, lost {fmt(hostile.get('lost'))}"],
+        ["hostile records → one outcome each", f"{fmt(hostile_records.get('examples_per_property'))} examples per "
+         f"property (S3 and SQS), lost {fmt(hostile_records.get('lost'))}"],
         ["cdk-nag / cfn-lint / pip-audit", f"cdk-nag unacknowledged {fmt(nag.get('unacknowledged'))} "
          f"({fmt(nag.get('acknowledged_with_reason'))} acknowledged with reasons); cfn-lint errors "
          f"{fmt(lint.get('errors'))}; pip-audit {fmt(audit.get('vulnerabilities', audit.get('status')))}"],
