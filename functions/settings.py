@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     # Seconds between reports of the requests in flight or waiting (EMF metric InFlight); the GPU service
     # scales on it. 0 = never (Lambda: one request per execution environment).
     load_metrics_interval_s: float = Field(0.0, ge=0, le=300)
+    # A request's body must arrive whole within ``body_timeout_s`` (408 + Connection: close otherwise). It is
+    # read before the request takes an admission slot, so slow or idle uploads never hold one; at most
+    # ``max_body_readers`` bodies are in transit at once (0 = no cap; beyond: 429), bounding their memory.
+    body_timeout_s: float = Field(10.0, gt=0)
+    max_body_readers: int = Field(128, ge=0)
 
     # --- S3 and SQS batch paths ------------------------------------------------------------------------
     # The bucket whose ``input_prefix`` triggers jobs; empty accepts events from any bucket (local runs).
@@ -75,10 +80,12 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(1024 * 1024, ge=1024)
     # Objects larger than this are rejected (summary only).
     max_object_bytes: int = Field(2 * 1024**3, ge=1)
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     # Records buffered and sorted by length before chunking (less padding); multiple of max_batch.
     window_batches: int = Field(8, ge=1, le=64)
     output_part_bytes: int = Field(8 * 1024 * 1024, ge=_MIN_PART_BYTES)
+    # The function's memory, of which a batch job holds at most a quarter as input (lines, images) at once.
+    # 0 = the Lambda context's memory_limit_in_mb (2048 without a context); set it where there is no Lambda.
+    batch_memory_mb: int = Field(0, ge=0)
 
     # --- queue worker (GPU container) --------------------------------------------------------------------
     queue_url: str = ""

@@ -9,7 +9,8 @@ from functions.protocols.oip import router as oip
 from functions.protocols.openai import completions, embeddings
 from functions.protocols.task import router as task
 from functions.settings import Settings, get_settings
-from functions.web.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from functions.web.body import RequestBodyMiddleware
+from functions.web.middleware import RequestContextMiddleware
 from functions.web.openapi import install_error_handlers
 from functions.web.security import AdmissionControlMiddleware, ApiKeyMiddleware
 
@@ -30,14 +31,20 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None) -> Fas
     app.include_router(oip.router)
     app.include_router(embeddings.router)
     app.include_router(completions.router)
-    # Outermost last: request id → API key → admission → body cap → routes. A caller without a key is
-    # refused before it can take a slot; a refused request never reads its body.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    # Outermost last: request id → API key → body (on time, capped) → admission → routes. A caller without a
+    # key never reads a body; a body is read whole before its request may take a slot, so a slow or idle
+    # upload holds a connection, never a slot.
     app.add_middleware(
         AdmissionControlMiddleware,
         max_concurrency=settings.max_concurrency,
         max_queue=settings.max_queue,
         queue_timeout_s=settings.queue_timeout_s,
+    )
+    app.add_middleware(
+        RequestBodyMiddleware,
+        max_bytes=settings.max_request_bytes,
+        timeout_s=settings.body_timeout_s,
+        max_readers=settings.max_body_readers,
     )
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list())
     app.add_middleware(RequestContextMiddleware)

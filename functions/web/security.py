@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import math
 from collections import deque
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from functions.errors import MaasError
-from functions.protocols.base import note_error, protocol_for_scope
+from functions.protocols.base import error_json, note_error, protocol_for_scope
 
 API_KEY_HEADER = b"x-api-key"
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/health", "/healthz"})
@@ -64,7 +63,7 @@ async def send_error(
 ) -> None:
     """Answer with an error in the shape of the protocol of the route the request was for."""
     note_error(scope, code)
-    body = json.dumps(protocol_for_scope(scope).render(status, code, message, None)).encode()
+    body = error_json(protocol_for_scope(scope).render(status, code, message, None))
     start: dict[str, Any] = {
         "type": "http.response.start",
         "status": status,

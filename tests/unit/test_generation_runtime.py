@@ -103,6 +103,17 @@ def test_seed_makes_sampling_reproducible() -> None:
     assert [first(logits) for _ in range(30)] == [second(logits) for _ in range(30)]
 
 
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 1e-300, 1e-30])
+def test_a_vanishing_temperature_samples_the_greedy_token(temperature: float) -> None:
+    # 1e-310 is subnormal: logits / T overflowed to inf and inf - inf = NaN picked garbage tokens
+    logits = np.random.default_rng(3).normal(size=49_152).astype(np.float32) * 10
+    for top_k, top_p in [(0, 1.0), (50, 0.9)]:
+        sampler = Sampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=0))
+        assert [sampler(logits) for _ in range(5)] == [int(np.argmax(logits))] * 5
+        _, probs = sampler.distribution(logits)
+        assert np.isfinite(probs).all() and probs[0] == 1.0
+
+
 def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     ids, probs = Sampler(SamplingParams(temperature=1.0, top_p=0.75)).distribution(logits)

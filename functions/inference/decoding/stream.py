@@ -10,10 +10,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from functions.errors import ClientDisconnectedError
 from functions.inference.decoding.kv_cache import KVCacheDecoder
 from functions.inference.decoding.sampling import Sampler
 
 Decode = Callable[[list[int]], str]
+
+
+def _never() -> bool:
+    return False
 
 
 class FinishReason(StrEnum):
@@ -28,6 +33,7 @@ class Generation:
     Stop sequences are searched in the decoded text, so they match across token boundaries; text that
     could still turn into a stop sequence, or an incomplete UTF-8 character, is held back until the
     next token settles it. The returned text never contains the stop sequence or the EOS token.
+    ``cancelled`` is asked before every token: once it answers True (the caller went away), generation stops.
     """
 
     decoder: KVCacheDecoder
@@ -37,6 +43,7 @@ class Generation:
     sampler: Sampler
     eos_token_ids: frozenset[int]
     stop: tuple[str, ...] = ()
+    cancelled: Callable[[], bool] = _never
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: FinishReason | None = None
@@ -63,6 +70,8 @@ class Generation:
         emitted = 0
         text_ids: list[int] = []
         while True:
+            if self.cancelled():
+                raise ClientDisconnectedError("the client disconnected; generation stopped")
             token = self.sampler(logits)
             self.token_ids.append(token)
             if token in self.eos_token_ids:

@@ -195,6 +195,7 @@ async def create_completion(request: CompletionRequest, registry: RegistryDep, h
 
 # --- /v1/chat/completions -----------------------------------------------------------------------------
 def _messages(request: ChatCompletionRequest) -> list[ChatMessage]:
+    """Each message's text: a string, or content parts of type "text" whose "text" is a string (else 422)."""
     messages = []
     for index, message in enumerate(request.messages):
         content = message.content
@@ -203,19 +204,25 @@ def _messages(request: ChatCompletionRequest) -> list[ChatMessage]:
         elif isinstance(content, str):
             text = content
         else:
-            parts = []
-            for part in content:
-                kind = part.get("type") if isinstance(part, dict) else part.type
-                if kind != "text":
-                    raise InvalidInputError(
-                        f"messages[{index}].content has a {kind!r} part; this model reads text parts only",
-                        param=f"messages[{index}].content",
-                    )
-                parts.append(part["text"] if isinstance(part, dict) else part.text)
-            text = "".join(parts)
+            parts = enumerate(content)
+            text = "".join(_part_text(part, f"messages[{index}].content[{number}]") for number, part in parts)
         role = "system" if message.role == "developer" else message.role
         messages.append(ChatMessage(role, text))
     return messages
+
+
+def _part_text(part: Any, where: str) -> str:
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    if kind != "text":
+        what = f"a {kind[:40]!r} part" if isinstance(kind, str) else "a part without a string 'type'"
+        raise InvalidInputError(
+            f'{where} is {what}; this model reads text parts only: {{"type": "text", "text": "..."}}', param=where
+        )
+    text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+    if not isinstance(text, str):
+        got = "missing" if text is None else f"a {type(text).__name__}"
+        raise InvalidInputError(f"{where}.text must be a string; it is {got}", param=f"{where}.text")
+    return text
 
 
 @router.post(
@@ -234,7 +241,7 @@ async def create_chat_completion(request: ChatCompletionRequest, registry: Regis
         "response_format",
         "only {'type': 'text'} is supported",
     )
-    ids = pipeline.encode(pipeline.chat_prompt(_messages(request)), param="messages")
+    ids = pipeline.encode_chat(_messages(request), param="messages")
     requested = request.max_completion_tokens or request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     # Like OpenAI, a chat without a limit may use the model's whole per-request allowance.
