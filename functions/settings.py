@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # ``max_body_readers`` bodies are in transit at once (0 = no cap; beyond: 429), bounding their memory.
     body_timeout_s: float = Field(10.0, gt=0)
     max_body_readers: int = Field(128, ge=0)
+    # Seconds a request may take end to end (0 = no limit of its own): infra sets the API Gateway integration
+    # timeout (GPU server) or the function's timeout (Lambda). Generation ends early enough to answer in time, with
+    # finish_reason "length"; on Lambda the invocation's own remaining time counts too, whichever is sooner.
+    request_timeout_s: float = Field(0.0, ge=0)
 
     # --- S3 and SQS batch paths ------------------------------------------------------------------------
     # The bucket whose ``input_prefix`` triggers jobs; empty accepts events from any bucket (local runs).
