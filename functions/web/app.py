@@ -10,6 +10,7 @@ from functions.protocols.openai import completions, embeddings
 from functions.protocols.task import router as task
 from functions.settings import Settings, get_settings
 from functions.web.body import RequestBodyMiddleware
+from functions.web.deadline import DeadlineMiddleware
 from functions.web.middleware import RequestContextMiddleware
 from functions.web.openapi import install_error_handlers
 from functions.web.security import AdmissionControlMiddleware, ApiKeyMiddleware
@@ -48,4 +49,6 @@ def create_app(registry: ModelRegistry, settings: Settings | None = None) -> Fas
     )
     app.add_middleware(ApiKeyMiddleware, keys=settings.api_key_list())
     app.add_middleware(RequestContextMiddleware)
+    # Outermost: the deadline counts from the request's arrival, before its body is read.
+    app.add_middleware(DeadlineMiddleware, timeout_s=settings.request_timeout_s)
     return app

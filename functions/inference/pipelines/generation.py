@@ -25,6 +25,7 @@ from functions.inference.decoding import (
 )
 from functions.inference.decoding.chat import IM_END, IM_START
 from functions.inference.decoding.config import CONFIG_KEY
+from functions.inference.decoding.deadline import current_deadline
 from functions.inference.pipelines.base import (
     Capability,
     Pipeline,
@@ -206,7 +207,10 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
         sampling: SamplingParams,
         stop: tuple[str, ...] = (),
     ) -> Generation:
-        """A not-yet-started generation: iterate it for streamed text, or call ``run()``."""
+        """A not-yet-started generation: iterate it for streamed text, or call ``run()``.
+
+        It stops in time for the current request's deadline, if any (finish reason "length"), and when the caller
+        goes away."""
         return Generation(
             decoder=self.decoder,
             decode=self.decode,
@@ -216,6 +220,7 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
             eos_token_ids=self.eos_token_ids,
             stop=stop,
             cancelled=is_cancelled,
+            deadline=current_deadline(),
         )
 
     # --- prepare → execute → finish --------------------------------------------------------------------
@@ -237,7 +242,8 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
         return Prepared(prompts, params, [len(p.ids) for p in prompts])
 
     def execute(self, features: Sequence[Prompt], parameters: GenerationParameters) -> list[Generation]:
-        """The prompts' generations, one after another."""
+        """The prompts' generations, one after another. Under a deadline, a prompt reached when no time is left
+        gets no new tokens (finish reason "length"): the request is answered in time with what was made."""
         stop = tuple(parameters.stop)
         return [
             self.generation(p.ids, max_new_tokens=p.max_new_tokens, sampling=parameters.sampling(), stop=stop).run()
