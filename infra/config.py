@@ -25,6 +25,9 @@ from infra import guards
 from infra.errors import MissingArtifactError
 
 Deploy = LambdaDeploy | GpuDeploy
+# Tasks whose HTTP responses stream (server-sent events, token by token): on Lambda through the Lambda Web Adapter
+# in the model's image, on a GPU task straight from uvicorn; their API Gateway integrations use STREAM transfer mode.
+STREAMING_TASKS = frozenset({Task.TEXT_GENERATION})
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,11 @@ class ModelSpec:
     @property
     def output_prefix(self) -> str:
         return self.entry.output_prefix
+
+    @property
+    def streams(self) -> bool:
+        """Whether the model's HTTP responses stream (its integrations use STREAM transfer mode)."""
+        return self.entry.task in STREAMING_TASKS
 
     @property
     def queue_visibility_s(self) -> int:
@@ -153,6 +161,7 @@ def load_models(
                 entry.deploy,
                 artifact_bytes=artifact.total_bytes,
                 runtime_bytes=runtime_bytes[entry.deploy.architecture],
+                streams=entry.task in STREAMING_TASKS,
             )
         else:
             guards.check_gpu_memory(name, entry.deploy, artifact_bytes=artifact.total_bytes)

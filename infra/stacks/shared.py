@@ -24,10 +24,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
-from infra import nag
+from infra import nag, packaging
 from infra.config import ModelSpec
 from infra.constructs.alarms import ApiAlarms
-from infra.constructs.api_routes import COG4_REASON, ApiRefs
+from infra.constructs.api_routes import ApiRefs, cog4_reason, method_auth
+from infra.constructs.authorizer import ApiAuthorizers
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.settings import EnvironmentConfig
 
@@ -79,6 +80,7 @@ class SharedStack(cdk.Stack):
         ):
             self.alarm_topic.add_subscription(self._subscription(target))
 
+        self.authorizers: ApiAuthorizers | None = None
         self.api = self._rest_api(models)
         self.vpc = self._vpc() if any(m.target == "gpu" for m in models) else None
         ApiAlarms(self, "ApiAlarms", settings=settings, topic=self.alarm_topic, models=models)
@@ -114,6 +116,7 @@ class SharedStack(cdk.Stack):
             v1_resource_id=self.v1_resource.resource_id,
             body_validator_id=self.body_validator.request_validator_id,
             params_validator_id=self.params_validator.request_validator_id,
+            authorizer_ids=dict(self.authorizers.ids) if self.authorizers is not None else None,
         )
 
     def _data_key(self, removal: cdk.RemovalPolicy) -> kms.Key:
@@ -121,7 +124,7 @@ class SharedStack(cdk.Stack):
             self,
             "DataKey",
             alias=f"alias/{self.settings.prefix}-data",
-            description="maas data at rest: artifact and batch buckets, alarm topic",
+            description="maas data at rest: artifact and batch buckets, API key table, alarm topic",
             enable_key_rotation=True,
             removal_policy=removal,
             pending_window=cdk.Duration.days(30 if self.settings.retain_data else 7),
@@ -237,9 +240,23 @@ class SharedStack(cdk.Stack):
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            api_key_source_type=apigw.ApiKeySourceType.HEADER,
+            # bearer: the authorizer names the tenant's usage-plan key; iam: callers send it in x-api-key
+            api_key_source_type=(
+                apigw.ApiKeySourceType.AUTHORIZER
+                if self.settings.api_auth == "bearer"
+                else apigw.ApiKeySourceType.HEADER
+            ),
             binary_media_types=["image/*", "application/octet-stream"],
         )
+        if self.settings.api_auth == "bearer":
+            self.authorizers = ApiAuthorizers(
+                self,
+                "Keys",
+                api=api,
+                settings=self.settings,
+                data_key=self.data_key,
+                code_dir=packaging.stage_authorizer_zip(self.settings),
+            )
         self.body_validator = api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
@@ -265,11 +282,11 @@ class SharedStack(cdk.Stack):
                 ],
             ),
             method_responses=[apigw.MethodResponse(status_code="200")],
-            authorization_type=apigw.AuthorizationType.IAM,
+            **method_auth(self.authorizers.ids if self.authorizers else None, "/v1/models"),
             api_key_required=True,
             request_validator=self.params_validator,
         )
-        nag.acknowledge(api, "AwsSolutions-COG4", COG4_REASON)
+        nag.acknowledge(api, "AwsSolutions-COG4", cog4_reason(self.settings.api_auth))
         role = api.node.try_find_child("CloudWatchRole")
         if role is not None:
             nag.acknowledge(

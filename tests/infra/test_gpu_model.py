@@ -170,7 +170,7 @@ def test_api_reaches_the_service_through_a_vpc_link(gpu: Template, gpu_name: str
     assert len(methods) >= 6
     for method in methods.values():
         props = method["Properties"]
-        assert props["AuthorizationType"] == "AWS_IAM" and props["ApiKeyRequired"] is True
+        assert props["AuthorizationType"] == "CUSTOM" and props["ApiKeyRequired"] is True
         integration = props["Integration"]
         assert integration["Type"] == "HTTP_PROXY" and integration["ConnectionType"] == "VPC_LINK"
         assert integration["TimeoutInMillis"] <= 29_000
