@@ -82,6 +82,7 @@ class GpuService(Construct):
             raise TypeError(f"model {spec.name!r} is not a gpu target")
         deploy = self._deploy = spec.deploy
         self._vpc_cidr = settings.vpc_cidr
+        self._streams = spec.streams
         instance = aws_limits.GPU_INSTANCES[deploy.instance_type]
         worker_max = deploy.worker_max_tasks if deploy.worker_max_tasks is not None else deploy.max_tasks
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENHANCED)
@@ -109,6 +110,8 @@ class GpuService(Construct):
             microbatch=True,
             microbatch_wait_ms=2,
             load_metrics_interval_s=LOAD_REPORT_S,
+            # API Gateway's integration timeout: generation answers within it (finish_reason "length")
+            request_timeout_s=float(deploy.api_timeout_s),
         ).variables()
         # The worker runs S3 jobs and SQS replies: the idempotency table, and the queue it polls.
         worker_environment = access.environment(
@@ -188,7 +191,8 @@ class GpuService(Construct):
         )
 
     def integration(self, http_method: str, path: str) -> apigw.Integration:
-        """An HTTP proxy integration through the VPC link to the NLB, keeping the request path."""
+        """An HTTP proxy integration through the VPC link to the NLB, keeping the request path; streamed (STREAM
+        transfer mode) for a model whose responses stream, so tokens reach the client as uvicorn sends them."""
         uri_path = path.replace("{proxy+}", "{proxy}")
         return apigw.Integration(
             type=apigw.IntegrationType.HTTP_PROXY,
@@ -201,6 +205,7 @@ class GpuService(Construct):
                 request_parameters=(
                     {"integration.request.path.proxy": "method.request.path.proxy"} if "{proxy}" in uri_path else None
                 ),
+                response_transfer_mode=apigw.ResponseTransferMode.STREAM if self._streams else None,
             ),
         )
 

@@ -9,6 +9,10 @@ three share one code asset (so one upload or one image), arm64 by default, and e
 holds only the statements :class:`~infra.constructs.data_access.DataAccess` hands it: the HTTP function no
 batch data, the S3 function its input/output prefixes, the SQS function only its reply folder and reply
 queues; the idempotency table goes to the two batch functions only.
+
+A model whose responses stream (text generation) ships as an image whose HTTP function is the image's ``stream``
+target: the Lambda Web Adapter in ``response_stream`` mode in front of the same app under uvicorn, invoked by API
+Gateway with response streaming. Its S3 and SQS functions run the ``runtime`` target's handlers as for any image.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from constructs import Construct
 from functions.contract.catalog import LambdaDeploy
 from functions.contract.deployment import (
     HANDLERS,
+    LAMBDA_WEB_ADAPTER_ENVIRONMENT,
     LIVE_ALIAS,
+    STREAM_SERVER_COMMAND,
     TASK_ROOT_ARTIFACTS,
     function_tags,
     version_description,
@@ -72,7 +78,11 @@ class LambdaEndpoint(Construct):
             raise TypeError(f"model {spec.name!r} is not a lambda target")
         self._spec, self._settings, self._deploy = spec, settings, spec.deploy
         self._package_dir = package_dir
-        http_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS).variables()
+        http_environment = access.environment(
+            spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, request_timeout_s=float(spec.deploy.timeout_s)
+        ).variables()
+        if spec.streams:
+            http_environment = {**http_environment, **LAMBDA_WEB_ADAPTER_ENVIRONMENT}
         batch_environment = access.environment(spec, settings, bundled_at=TASK_ROOT_ARTIFACTS, table=table).variables()
         artifact = access.artifact_statements(spec) if spec.deploy.model_source == "s3" else []
         idempotency = access.idempotency_statement(table)
@@ -146,17 +156,24 @@ class LambdaEndpoint(Construct):
         """The ``live`` alias of each function, HTTP first: what callers and event sources invoke."""
         return (self.http_alias, self.s3_alias, self.sqs_alias)
 
-    def _code(self, handler: str) -> lambda_.Code:
+    def _code(self, kind: str) -> lambda_.Code:
         if self._spec.package == "zip":
             return lambda_.Code.from_asset(str(self._package_dir))
         platform = (
             ecr_assets.Platform.LINUX_ARM64 if self._deploy.architecture == "arm64" else ecr_assets.Platform.LINUX_AMD64
         )
+        build_args = {"MODEL_NAME": self._spec.name, "PYTHON_VERSION": LAMBDA_PYTHON_VERSION}
+        if kind == "http" and self._spec.streams:
+            # the adapter runs the app under uvicorn: the entry point is the server, no handler
+            return lambda_.Code.from_asset_image(
+                str(self._package_dir),
+                entrypoint=list(STREAM_SERVER_COMMAND),
+                platform=platform,
+                build_args=build_args,
+                target="stream",
+            )
         return lambda_.Code.from_asset_image(
-            str(self._package_dir),
-            cmd=[handler],
-            platform=platform,
-            build_args={"MODEL_NAME": self._spec.name, "PYTHON_VERSION": LAMBDA_PYTHON_VERSION},
+            str(self._package_dir), cmd=[HANDLERS[kind]], platform=platform, build_args=build_args, target="runtime"
         )
 
     def _function(
@@ -197,7 +214,7 @@ class LambdaEndpoint(Construct):
             self,
             construct_id,
             description=f"maas {self._spec.name} ({self._spec.task}) {kind} handler",
-            code=self._code(handler),
+            code=self._code(kind),
             handler=lambda_.Handler.FROM_IMAGE if image else handler,
             runtime=lambda_.Runtime.FROM_IMAGE if image else python_runtime(),
             architecture=(

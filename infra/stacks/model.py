@@ -132,6 +132,8 @@ class ModelStack(cdk.Stack):
             proxy=True,
             allow_test_invoke=False,
             timeout=cdk.Duration.seconds(spec.deploy.api_timeout_s),
+            # a streaming model's function answers through the Lambda Web Adapter: invoked with response streaming
+            response_transfer_mode=apigw.ResponseTransferMode.STREAM if spec.streams else None,
         )
         self.routes = ModelRoutes(
             self, "Routes", spec=spec, refs=shared.api_refs(), integration=lambda _method, _path: integration
