@@ -10,9 +10,12 @@
   per authorizer, and a refusal's body is rendered in the shape of the protocol of the path it was asked for, so
   a cached refusal must only ever be served on that protocol's routes. With caching on, the ``Authorization``
   header is the identity source (the cache key); a request without it is refused by API Gateway itself (401).
-- **Gateway responses**: ``UNAUTHORIZED`` (401, no key: one JSON body for every route, OpenAI's error object, whose
-  fields include the task API's) with a ``WWW-Authenticate: Bearer`` challenge, and ``ACCESS_DENIED`` (403: the
-  authorizer's ``errorBody``, the refusal in the route's own protocol shape).
+- **Gateway responses**: ``UNAUTHORIZED`` (401, no key at all: API Gateway answers it before any function runs, with
+  one static body for every route, ``{"error": "<message>"}``, the shape every stock client reads: OIP's own, which
+  ``tritonclient`` needs — it cannot even print an error whose ``error`` is an object — and which the ``openai`` SDK
+  turns into an ``AuthenticationError`` as it does OpenAI's object; only the task API's object shape is not matched)
+  with a ``WWW-Authenticate: Bearer`` challenge, and ``ACCESS_DENIED`` (403, a key that was refused: the authorizer's
+  ``errorBody``, in the route's own protocol shape).
 """
 
 from __future__ import annotations
@@ -40,14 +43,7 @@ from infra.settings import EnvironmentConfig
 # The protocols of the API, each with its own authorizer (and so its own result cache), by path prefix.
 PROTOCOL_PREFIXES = {"openai": "/v1", "oip": "/v2", "task": "/models"}
 AUTH_HEADER_SOURCE = "method.request.header.Authorization"
-MISSING_KEY_BODY = {
-    "error": {
-        "message": "no API key: send 'Authorization: Bearer <key>' (keys come from `maas keys create`)",
-        "type": "invalid_request_error",
-        "param": None,
-        "code": "missing_api_key",
-    }
-}
+MISSING_KEY_BODY = {"error": "no API key: send 'Authorization: Bearer <key>' (keys come from `maas keys create`)"}
 CHALLENGE = "'Bearer realm=\"maas\"'"
 
 

@@ -5,6 +5,7 @@ path; wrong domain settings are refused before anything is deployed."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aws_cdk as cdk
@@ -107,3 +108,24 @@ def test_no_domain_unless_asked(default_app: Synth) -> None:
 def test_wrong_domain_settings_are_refused(build: Build, context: dict[str, str], message: str) -> None:
     with pytest.raises(EnvironmentConfigError, match=message):
         build({"m": lambda_entry()}, **context)
+
+
+def test_the_options_pass_cdk_nag_and_cfn_lint(build: Build, tmp_path: Any) -> None:
+    """The custom domain and an uncached authorizer, synthesized with cdk-nag on and linted, as CI does the default."""
+    from cfnlint.api import ManualArgs, lint_file
+
+    app = build(
+        {"m": lambda_entry(), "g": lambda_entry("text-generation", openai_route=True)},
+        domainName="ml.example.com",
+        certificateArn=CERT,
+        authorizerCacheTtlS="0",
+        nag="true",
+    )
+    assembly = app.synth()  # raises on any unacknowledged cdk-nag finding
+    problems = [
+        f"{path.name}: {match.rule.id} {match.message}"
+        for path in sorted(Path(assembly.directory).glob("*.template.json"))
+        for match in lint_file(path, config=ManualArgs(regions=[REGION]))
+        if match.rule.id not in ("W3005", "W3010")
+    ]
+    assert not problems, problems
