@@ -1,8 +1,10 @@
 """OpenAI-compatible text generation: ``POST /v1/completions`` and ``POST /v1/chat/completions``.
 
-``stream: true`` answers with server-sent events (``data: {chunk}`` … ``data: [DONE]``) token by token
-under uvicorn (``maas serve``, the GPU container). Behind Lambda + Mangum the same events arrive in one
-buffered response when generation ends: clients parse them the same way, they just see no progress.
+``stream: true`` answers with server-sent events (``data: {chunk}`` … ``data: [DONE]``) token by token under
+uvicorn: ``maas serve``, the GPU container, and a deployed Lambda generation function (the Lambda Web Adapter runs
+the app under uvicorn and API Gateway streams the response). Behind Mangum (``maas invoke``, a buffered Lambda) the
+same events arrive in one response when generation ends: clients parse them the same way, they just see no progress.
+A stream that ends early (its client went away, or an error) logs how many tokens were made.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from functions.protocols.openai.completion_schemas import (
     CompletionUsage,
 )
 from functions.protocols.openai.errors import OPENAI
+from functions.telemetry import logger
 
 router = protocol_router(OPENAI, prefix="/v1", tags=["OpenAI-compatible"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -114,19 +117,21 @@ def _run_all(generations: list[Generation]) -> None:
         generation.run()
 
 
-async def _sse(chunks: Iterator[BaseModel]) -> AsyncIterator[str]:
+async def _sse(chunks: Iterator[BaseModel], generations: list[Generation]) -> AsyncIterator[str]:
     """Serialize chunks as server-sent events; each token is produced in a worker thread."""
     try:
         async for chunk in iterate_in_threadpool(chunks):
             yield f"data: {chunk.model_dump_json()}\n\n"
     except MaasError as exc:  # headers are gone: report in-band, as OpenAI does
+        made = sum(g.completion_tokens for g in generations)
+        logger.info("stream ended early", extra={"code": exc.code, "completion_tokens": made})
         error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}
         yield f"data: {json.dumps({'error': error})}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def _streaming(chunks: Iterator[BaseModel]) -> StreamingResponse:
-    return StreamingResponse(_sse(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
+def _streaming(chunks: Iterator[BaseModel], generations: list[Generation]) -> StreamingResponse:
+    return StreamingResponse(_sse(chunks, generations), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 # --- /v1/completions ----------------------------------------------------------------------------------
@@ -183,7 +188,7 @@ async def create_completion(request: CompletionRequest, registry: RegistryDep, h
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk([], _usage(generations))
 
-        return _streaming(chunks())
+        return _streaming(chunks(), generations)
     await run_in_threadpool(_run_all, generations)
     choices = [
         CompletionChoice(index=i, text=echo[i] + g.text, finish_reason=g.finish_reason)
@@ -266,7 +271,7 @@ async def create_chat_completion(request: ChatCompletionRequest, registry: Regis
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk(ChatDelta(), usage=_usage([generation]))
 
-        return _streaming(chunks())
+        return _streaming(chunks(), [generation])
     await run_in_threadpool(generation.run)
     assert generation.finish_reason is not None
     _record(http, pipeline, [generation])
