@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -367,6 +368,55 @@ def keys_rotate(
         raise _key_failure(exc) from None
     console.print(f"key {old.key_id} is {old.state()}; new key {new.key_id} for tenant {old.tenant}:")
     typer.echo(new.key)
+
+
+@app.command()
+def gateway(
+    stage: Annotated[str, typer.Option(help="the stage to serve (its file infra/stages/<stage>.toml)")] = "dev",
+    port: Annotated[int, typer.Option(help="loopback port")] = 8787,
+    tenant: Annotated[str | None, typer.Option(help="print a fresh key for this tenant at start")] = "demo",
+    lambda_deps: Annotated[Path, typer.Option(help="built Lambda dependencies (python -m infra.build_deps)")] = Path(
+        "build/lambda-deps"
+    ),
+    work: Annotated[Path, typer.Option(help="where the assembly and the task roots go")] = Path("build/gateway"),
+) -> None:
+    """Serve a stage on loopback as API Gateway serves it: the bearer-key authorizers, usage plans, Lambda proxy
+    events and streamed generation, every function from its built bundle (as Lambda runs it), AWS from moto.
+
+    Needs what a deploy needs (the stage's models built, `python -m infra.build_deps --arch <this CPU>`), root and
+    unshare (for the read-only /var/task), and CPython 3.13. Keys: `maas keys create --endpoint-url <printed>`.
+    """
+    import boto3
+
+    from infra.packaging import lambda_python
+    from maas_dev.gateway.local import TaskRoots, host_architecture, local_stage, synthesize_for_this_machine
+    from maas_dev.lambda_bundle import can_isolate, runtime_provided_dir
+    from model_build.catalog import REPO_ROOT
+
+    _quiet_local_metrics()
+    if not can_isolate():
+        console.print("the local gateway runs each function as Lambda does: it needs root and unshare", style="red")
+        raise typer.Exit(2)
+    console.print(f"synthesizing stage {stage} for {host_architecture()} (strict packaging)…")
+    outdir = synthesize_for_this_machine(
+        work,
+        config_file=f"infra/stages/{stage}.toml",
+        lambda_deps=lambda_deps.resolve(),
+        artifacts=Path(_artifacts_root()).resolve(),
+        catalog=REPO_ROOT / "catalog.toml",
+    )
+    runtime = runtime_provided_dir(work / "runtime", Path(boto3.__file__).resolve().parents[1])
+    roots = TaskRoots(work=work / "roots", lambda_deps=lambda_deps.resolve())
+    with local_stage(outdir, stage, task_root=roots, python=lambda_python(), runtime_dir=runtime, port=port) as local:
+        console.print(f"API: {local.url}/   (local AWS for `maas keys --endpoint-url`: {local.aws_endpoint})")
+        if tenant:
+            typer.echo(f"key for tenant {tenant}: {local.create_key(tenant)}")
+        console.print("functions start at their first request (a cold start); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping")
 
 
 @app.command()
