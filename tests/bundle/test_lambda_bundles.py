@@ -282,6 +282,7 @@ def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bu
         where = f"{function.model} {function.kind}"
         assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
         assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
+        assert ("boto3" in run.modules) == (function.kind != "http"), where  # ~1 s of init the HTTP path never pays
         for (name, _), result in zip(mine, run.results, strict=True):
             _check(name, function, result, aws)
         served[where] = [name for name, _ in mine]
@@ -385,3 +386,27 @@ def test_the_readme_deploy_steps_synthesize_strictly_with_the_shipped_catalog(
     report = json.loads((tmp / "cdk.out" / "validation-report.json").read_text())
     (nag,) = report["pluginReports"]
     assert nag["conclusion"] == "success" and nag["violations"] == []  # only acknowledged findings, with reasons
+
+
+def test_the_bundle_holds_the_runtime_and_no_dev_tool_and_every_runtime_module_imports_from_it(
+    stage: tuple[list[Function], Path],
+    task_roots: dict[Path, Path],
+    aws: dict[str, str],
+    lambda_python: Path,
+    runtime_dir: Path,
+) -> None:
+    """GIVEN the image model's zip (the one bundle that carries every dependency set, Pillow included) THEN its
+    file list holds the runtime and its dependencies but no dev tool, build or infra code, and every module of
+    `functions` imports from it: one importing moto, uvicorn, typer or rich would fail there, for they are not in it."""
+    functions, _ = stage
+    image = next(f for f in functions if f.task in IMAGE_TASKS and f.kind == "http" and not f.image)
+    root = task_roots[image.asset]
+    top = {path.name for path in root.iterdir()}
+    assert {"functions", "artifacts", "onnxruntime", "numpy", "tokenizers", "PIL"} <= top
+    assert not top & {"maas_dev", "model_build", "infra", "tests", "moto", "uvicorn", "typer", "rich", "torch"}
+    files = [str(p.relative_to(root)) for p in (root / "functions").rglob("*.py")]
+    assert not [f for f in files if f.rsplit("/", 1)[-1] in ("server.py", "local_aws.py", "cli.py")]
+    run = run_bundle(root, python=lambda_python, handler=image.handler, environment=_environment(image, aws),
+                     events=[], runtime_dir=runtime_dir, import_all="functions")  # fmt: skip
+    assert run.import_failures == {}
+    assert len(files) > 60 and not run.modules & NEVER_IMPORTED
