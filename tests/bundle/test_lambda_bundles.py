@@ -164,18 +164,19 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in credentials.items()}
 
 
+def _client(service: str, aws: dict[str, str]) -> Any:
+    """A client of the local AWS, for the test's own setup and checks."""
+    keys = {k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return boto3.client(service, region_name=REGION, endpoint_url=aws["AWS_ENDPOINT_URL"], **_lower(keys))
+
+
 def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
     """The template's variables as Lambda would set them; intrinsics (a table's Ref) resolved for the local AWS."""
     env = {}
     for name, value in function.environment.items():
         env[name] = value if isinstance(value, str) else f"maas-{STAGE}-{function.model}-idempotency"
     if "MAAS_IDEMPOTENCY_TABLE" in env:
-        dynamodb = boto3.client(
-            "dynamodb",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        dynamodb = _client("dynamodb", aws)
         if env["MAAS_IDEMPOTENCY_TABLE"] not in dynamodb.list_tables()["TableNames"]:
             dynamodb.create_table(
                 TableName=env["MAAS_IDEMPOTENCY_TABLE"],
@@ -219,12 +220,7 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     bucket = aws["BUCKET"]
     for record in records:
         if record.get("eventSource") == "aws:s3":
-            s3 = boto3.client(
-                "s3",
-                region_name=REGION,
-                endpoint_url=aws["AWS_ENDPOINT_URL"],
-                **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-            )
+            s3 = _client("s3", aws)
             from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
 
             put = s3.put_object(Bucket=bucket, Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
@@ -300,12 +296,7 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
         good_id = {"minilm-embed": "req-embed-1", "intent-classifier": "req-intent-1"}[function.model]
         good = {r["messageId"] for r in records if f'"id": "{good_id}"' in r["body"]}
         assert good and not good & failed and failed == {r["messageId"] for r in records} - good, where
-        s3 = boto3.client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        s3 = _client("s3", aws)
         replies = s3.list_objects_v2(Bucket=aws["BUCKET"], Prefix=f"outputs/{function.model}/replies/")
         assert replies.get("KeyCount", 0) >= 1, where
         return
