@@ -66,7 +66,17 @@ for event in events:
     except Exception as exc:
         results.append({"ok": False, "error": type(exc).__name__, "message": str(exc)[:2000],
                         "seconds": time.perf_counter() - begun, "done_at": time.time()})
+import_failures = {}
+if os.environ.get("_MAAS_IMPORT_ALL"):  # every module of a package, as found in the bundle
+    import pkgutil
+    package = importlib.import_module(os.environ["_MAAS_IMPORT_ALL"])
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:
+            import_failures[info.name] = f"{type(exc).__name__}: {exc}"
 report = {
+    "import_failures": import_failures,
     "init_s": init_s,
     "results": results,
     "modules": sorted({name.partition(".")[0] for name in sys.modules}),
@@ -85,6 +95,7 @@ class BundleRunError(RuntimeError):
 class BundleRun:
     init_s: float  # importing the handler module: Lambda's init phase
     results: list[dict[str, Any]]  # one per event: {"ok", "response" | "error", "message", "seconds"}
+    import_failures: dict[str, str]  # with ``import_all``: each module of the package that failed to import
     modules: set[str]  # every top-level module the process imported
     peak_rss_mb: float
     process_s: float  # from spawning the process to its exit
@@ -194,9 +205,12 @@ def run_bundle(
     events: list[Any],
     runtime_dir: Path | None = None,
     verbose_imports: bool = False,
+    import_all: str | None = None,
     timeout_s: float = 600,
 ) -> BundleRun:
-    """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``."""
+    """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``.
+
+    ``import_all``: then import every module of that package, as the bundle holds it, and report failures."""
     import time
 
     work = Path(tempfile.mkdtemp(prefix="maas-bundle-"))
@@ -207,12 +221,15 @@ def run_bundle(
         for path in work.iterdir():
             path.chmod(0o644)
         report = work / "report.json"
+        environment_for_runner = {"_HANDLER": handler, **environment}
+        if import_all:
+            environment_for_runner["_MAAS_IMPORT_ALL"] = import_all
         command, env = sandbox(
             task_root,
             python=python,
             code=f"sys.argv = ['runner'] + sys.argv[1:]; exec(open('{work}/runner.py').read())",
             args=[str(work / "events.json"), str(report)],
-            environment={"_HANDLER": handler, **environment},
+            environment=environment_for_runner,
             runtime_dir=runtime_dir,
             flags="-I -S" + (" -v" if verbose_imports else ""),
         )
@@ -225,6 +242,7 @@ def run_bundle(
         return BundleRun(
             init_s=float(data["init_s"]),
             results=list(data["results"]),
+            import_failures=dict(data["import_failures"]),
             modules=set(data["modules"]),
             peak_rss_mb=float(data["peak_rss_mb"]),
             process_s=elapsed,

@@ -141,6 +141,8 @@ class RuntimeEnvironment(BaseModel):
     # Seconds one HTTP request may take end to end: the API Gateway integration timeout (GPU server) or the HTTP
     # function's timeout (Lambda). Generation stops in time to answer within it (finish_reason "length").
     request_timeout_s: float | None = None
+    # The memory a batch job may budget its input windows from (a container has no Lambda context to say it).
+    batch_memory_mb: int | None = None
     # Powertools' own variables: every log line and metric names the service (one per model).
     service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME")
     metrics_namespace: str = Field(METRICS_NAMESPACE, alias="POWERTOOLS_METRICS_NAMESPACE")

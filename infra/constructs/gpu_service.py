@@ -121,6 +121,7 @@ class GpuService(Construct):
             table=table,
             queue_url=queue.queue_url,
             execution_providers="cuda,cpu",
+            batch_memory_mb=deploy.memory_mb,
         ).variables()
         log_group = logs.LogGroup(
             self,

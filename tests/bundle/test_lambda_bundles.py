@@ -91,16 +91,17 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in credentials.items()}
 
 
+def _client(service: str, aws: dict[str, str]) -> Any:
+    """A client of the local AWS, for the test's own setup and checks."""
+    keys = {k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return boto3.client(service, region_name=REGION, endpoint_url=aws["AWS_ENDPOINT_URL"], **_lower(keys))
+
+
 def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
     """The template's variables as Lambda would set them; intrinsics (a table's Ref) resolved for the local AWS."""
     env = dict(function.definition.environment)
     if "MAAS_IDEMPOTENCY_TABLE" in env:
-        dynamodb = boto3.client(
-            "dynamodb",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        dynamodb = _client("dynamodb", aws)
         if env["MAAS_IDEMPOTENCY_TABLE"] not in dynamodb.list_tables()["TableNames"]:
             dynamodb.create_table(
                 TableName=env["MAAS_IDEMPOTENCY_TABLE"],
@@ -144,12 +145,7 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     bucket = aws["BUCKET"]
     for record in records:
         if record.get("eventSource") == "aws:s3":
-            s3 = boto3.client(
-                "s3",
-                region_name=REGION,
-                endpoint_url=aws["AWS_ENDPOINT_URL"],
-                **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-            )
+            s3 = _client("s3", aws)
             from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
 
             put = s3.put_object(Bucket=bucket, Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
@@ -210,7 +206,10 @@ def _run(
             response.close()
             headers = {k.lower(): v for k, v in response.headers}
             results.append({"ok": True, "response": {"statusCode": response.status, "body": body, "headers": headers}})
-    return BundleRun(imports.init_s, results, imports.modules, imports.peak_rss_mb, imports.process_s, None, "")
+    return BundleRun(
+        init_s=imports.init_s, results=results, import_failures={}, modules=imports.modules,
+        peak_rss_mb=imports.peak_rss_mb, process_s=imports.process_s, first_response_s=None, stderr="",
+    )  # fmt: skip
 
 
 def _authorizer_event(path: Path) -> bool:
@@ -235,6 +234,7 @@ def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bu
         where = f"{function.model} {function.kind}"
         assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
         assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
+        assert ("boto3" in run.modules) == (function.kind != "http"), where  # ~1 s of init the HTTP path never pays
         for (name, _), result in zip(mine, run.results, strict=True):
             _check(name, function, result, aws)
         served[where] = [name for name, _ in mine]
@@ -253,12 +253,7 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
         good_id = {"minilm-embed": "req-embed-1", "intent-classifier": "req-intent-1"}[function.model]
         good = {r["messageId"] for r in records if f'"id": "{good_id}"' in r["body"]}
         assert good and not good & failed and failed == {r["messageId"] for r in records} - good, where
-        s3 = boto3.client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        s3 = _client("s3", aws)
         replies = s3.list_objects_v2(Bucket=aws["BUCKET"], Prefix=f"outputs/{function.model}/replies/")
         assert replies.get("KeyCount", 0) >= 1, where
         return
@@ -356,8 +351,7 @@ def test_the_authorizer_runs_from_its_zip_with_boto3_alone(
                              "handlers/authorizer.py", "web/__init__.py", "web/api_keys.py"))  # fmt: skip
     event = json.loads((EVENTS_DIR / "apigw_authorizer_request.json").read_text())
     key = event["headers"]["Authorization"].removeprefix("Bearer ")
-    dynamodb = boto3.client("dynamodb", region_name=REGION, endpoint_url=aws["AWS_ENDPOINT_URL"],
-                            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}))  # fmt: skip
+    dynamodb = _client("dynamodb", aws)
     table = definition.environment["MAAS_API_KEYS_TABLE"]
     dynamodb.create_table(
         TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
@@ -380,3 +374,28 @@ def test_the_authorizer_runs_from_its_zip_with_boto3_alone(
     assert not run.modules & {"pydantic", "pydantic_core", "numpy", "fastapi", "starlette", "onnxruntime",
                               "aws_lambda_powertools", *NEVER_IMPORTED}, run.modules  # fmt: skip
     assert {"functions", "boto3"} <= run.modules
+
+
+def test_the_bundle_holds_the_runtime_and_no_dev_tool_and_every_runtime_module_imports_from_it(
+    stage: list[Function],
+    task_roots: TaskRoots,
+    aws: dict[str, str],
+    lambda_python: Path,
+    runtime_dir: Path,
+) -> None:
+    """GIVEN the image model's zip (the one bundle that carries every dependency set, Pillow included) THEN its
+    file list holds the runtime and its dependencies but no dev tool, build or infra code, and every module of
+    `functions` imports from it: one importing moto, uvicorn, typer or rich would fail there, for they are not in it."""
+    image = next(
+        f for f in stage if f.task in IMAGE_TASKS and f.kind == "http" and f.definition.image_target is None
+    )
+    root = task_roots(image.definition)
+    top = {path.name for path in root.iterdir()}
+    assert {"functions", "artifacts", "onnxruntime", "numpy", "tokenizers", "PIL"} <= top
+    assert not top & {"maas_dev", "model_build", "infra", "tests", "moto", "uvicorn", "typer", "rich", "torch"}
+    files = [str(p.relative_to(root)) for p in (root / "functions").rglob("*.py")]
+    assert not [f for f in files if f.rsplit("/", 1)[-1] in ("server.py", "local_aws.py", "cli.py")]
+    run = run_bundle(root, python=lambda_python, handler=image.handler, environment=_environment(image, aws),
+                     events=[], runtime_dir=runtime_dir, import_all="functions")  # fmt: skip
+    assert run.import_failures == {}
+    assert len(files) > 60 and not run.modules & NEVER_IMPORTED

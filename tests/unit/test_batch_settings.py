@@ -115,6 +115,7 @@ def test_every_variable_infra_writes_is_a_setting_the_runtime_reads(monkeypatch)
         service_name="maas-m",
         load_metrics_interval_s=10.0,
         request_timeout_s=25.0,
+        batch_memory_mb=4096,
     )
     fields = RuntimeEnvironment.maas_fields()
     assert set(fields) <= set(Settings.model_fields)
