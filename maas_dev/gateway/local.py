@@ -109,17 +109,23 @@ def local_stage(
     """Serve the synthesized stage ``stage_name`` of ``outdir`` on loopback until the block ends."""
     stage = load_stage(outdir, stage_name)
     with moto_server() as endpoint:
+        # (moto keeps one state per process: what an earlier local stage made is reused, not made twice)
         dynamodb = _client("dynamodb", endpoint, stage.region)
+        existing = set(dynamodb.list_tables()["TableNames"])
         for name, props in stage.tables.items():
-            dynamodb.create_table(
-                TableName=name,
-                BillingMode="PAY_PER_REQUEST",
-                KeySchema=props["KeySchema"],
-                AttributeDefinitions=props["AttributeDefinitions"],
-            )
+            if name not in existing:
+                dynamodb.create_table(
+                    TableName=name,
+                    BillingMode="PAY_PER_REQUEST",
+                    KeySchema=props["KeySchema"],
+                    AttributeDefinitions=props["AttributeDefinitions"],
+                )
         apigateway = _client("apigateway", endpoint, stage.region)
-        names = sorted({name for plan in stage.usage_plans for name in plan.key_names})
-        usage_keys = {name: apigateway.create_api_key(name=name, enabled=True)["value"] for name in names}
+        usage_keys = {}
+        for name in sorted({name for plan in stage.usage_plans for name in plan.key_names}):
+            found = apigateway.get_api_keys(nameQuery=name, includeValues=True).get("items", [])
+            same = [item["value"] for item in found if item.get("name") == name]
+            usage_keys[name] = same[0] if same else apigateway.create_api_key(name=name, enabled=True)["value"]
 
         def function_environment(function: FunctionDef) -> dict[str, str]:
             return {

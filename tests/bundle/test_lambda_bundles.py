@@ -353,10 +353,11 @@ def test_the_authorizer_runs_from_its_zip_with_boto3_alone(
     key = event["headers"]["Authorization"].removeprefix("Bearer ")
     dynamodb = _client("dynamodb", aws)
     table = definition.environment["MAAS_API_KEYS_TABLE"]
-    dynamodb.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
-    )  # fmt: skip
+    if table not in dynamodb.list_tables()["TableNames"]:  # (moto's state is per process: another test may have it)
+        dynamodb.create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
+        )  # fmt: skip
     item = {"key_id": keys.key_id_of(key), "key_hash": keys.key_hash(key), "tenant": "demo", "usage_key": "u" * 40,
             "status": keys.ACTIVE}  # fmt: skip
     dynamodb.put_item(TableName=table, Item={name: {"S": value} for name, value in item.items()})
