@@ -53,11 +53,15 @@ class Bucket:
     tokens: float = -1.0
     at: float = field(default_factory=time.monotonic)
 
-    def take(self) -> bool:
+    def ready(self) -> bool:
+        """Refill for the time passed; whether a request may pass."""
         now = time.monotonic()
         self.tokens = self.burst if self.tokens < 0 else min(self.burst, self.tokens + (now - self.at) * self.rate)
         self.at = now
-        if self.tokens < 1:
+        return self.tokens >= 1
+
+    def take(self) -> bool:
+        if not self.ready():
             return False
         self.tokens -= 1
         return True
@@ -242,10 +246,11 @@ class LocalGateway:
         if method_key in plan.method_throttles:
             limits.append((method_key, plan.method_throttles[method_key]))
         with self._lock:
-            for name, (rate, burst) in limits:
-                bucket = self.buckets.setdefault((f"{key}:{plan.name}", name), Bucket(rate, burst))
-                if not bucket.take():
-                    raise Refusal("THROTTLED")
+            buckets = [self.buckets.setdefault((f"{key}:{plan.name}", name), Bucket(*limit)) for name, limit in limits]
+            if not all(bucket.ready() for bucket in buckets):  # a throttled request takes no token of any limit
+                raise Refusal("THROTTLED")
+            for bucket in buckets:
+                bucket.take()
 
     def handle(self, handler: _Handler) -> None:
         parts = urllib.parse.urlsplit(handler.path)
