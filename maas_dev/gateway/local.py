@@ -18,7 +18,8 @@ from typing import Any
 
 import boto3
 
-from maas_dev.gateway.server import Environments, LocalGateway
+from maas_dev.gateway.environments import Environments
+from maas_dev.gateway.server import LocalGateway
 from maas_dev.gateway.stage import FunctionDef, Stage, load_stage
 from maas_dev.keys import KeyStore
 from maas_dev.local_aws import moto_server

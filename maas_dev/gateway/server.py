@@ -14,26 +14,20 @@ stage-wide throttling.
 from __future__ import annotations
 
 import base64
-import contextlib
-import json
-import select
-import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from maas_dev.bundle_process import BundleProcess, BundleServer
 from maas_dev.gateway import adapter
+from maas_dev.gateway.environments import Environments
 from maas_dev.gateway.events import Request, authorizer_event, evaluate, gateway_response, method_arn, proxy_event
+from maas_dev.gateway.handler import GatewayHandler
 from maas_dev.gateway.stage import Authorizer, FunctionDef, Method, Stage
 from maas_dev.lambda_bundle import BundleRunError
-
-MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway REST's payload limit
 
 
 class Refusal(Exception):
@@ -67,74 +61,6 @@ class Bucket:
         return True
 
 
-class Environments:
-    """One execution environment per function, started at its first invocation (a cold start), then reused."""
-
-    def __init__(
-        self,
-        task_root: Callable[[FunctionDef], Path],
-        environment: Callable[[FunctionDef], dict[str, str]],
-        *,
-        python: Path,
-        runtime_dir: Path | None,
-    ) -> None:
-        self.task_root, self.environment = task_root, environment
-        self.python, self.runtime_dir = python, runtime_dir
-        self.processes: dict[str, BundleProcess] = {}
-        self.servers: dict[str, BundleServer] = {}
-        self.locks: dict[str, threading.Lock] = {}
-        self._lock = threading.Lock()
-
-    def lock(self, function: FunctionDef) -> threading.Lock:
-        with self._lock:
-            return self.locks.setdefault(function.name, threading.Lock())
-
-    def process(self, function: FunctionDef) -> BundleProcess:
-        with self._lock:
-            if function.name not in self.processes:
-                assert function.handler is not None
-                self.processes[function.name] = BundleProcess(
-                    self.task_root(function),
-                    python=self.python,
-                    handler=function.handler,
-                    environment=self.environment(function),
-                    timeout_s=function.timeout_s,
-                    runtime_dir=self.runtime_dir,
-                )
-            return self.processes[function.name]
-
-    def server(self, function: FunctionDef) -> BundleServer:
-        with self._lock:
-            server = self.servers.get(function.name)
-            if server is None or not server.running():
-                assert function.entry_point is not None
-                environment = self.environment(function)
-                port = _free_port()
-                server = BundleServer(
-                    self.task_root(function),
-                    python=self.python,
-                    entry_point=list(function.entry_point),
-                    environment={**environment, "AWS_LWA_PORT": str(port)},
-                    port=port,
-                    ready_path=environment.get("AWS_LWA_READINESS_CHECK_PATH", "/"),
-                    runtime_dir=self.runtime_dir,
-                )
-                self.servers[function.name] = server
-        if not server.running():
-            server.start()
-        return server
-
-    def close(self) -> None:
-        for environment in [*self.processes.values(), *self.servers.values()]:
-            environment.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class LocalGateway:
     """The stage's REST API on ``http://<host>:<port>/<stage>/``."""
 
@@ -156,7 +82,7 @@ class LocalGateway:
         self.authorizer_calls = 0
         self.disconnects: list[float] = []  # when a streaming client was seen gone (time.monotonic())
         self._lock = threading.Lock()
-        handler = type("Handler", (_Handler,), {"gateway": self})
+        handler = type("Handler", (GatewayHandler,), {"gateway": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -252,7 +178,7 @@ class LocalGateway:
             for bucket in buckets:
                 bucket.take()
 
-    def handle(self, handler: _Handler) -> None:
+    def handle(self, handler: GatewayHandler) -> None:
         parts = urllib.parse.urlsplit(handler.path)
         stage_prefix = f"/{self.stage.name}"
         body = handler.read_body()
@@ -280,7 +206,7 @@ class LocalGateway:
             )
 
     def integrate(
-        self, method: Method, request: Request, context: dict[str, Any] | None, key: str | None, handler: _Handler
+        self, method: Method, request: Request, context: dict[str, Any] | None, key: str | None, handler: GatewayHandler
     ) -> None:
         if method.integration == "MOCK":
             handler.answer(200, {"content-type": "application/json"}, (method.mock_body or "").encode())
@@ -295,7 +221,7 @@ class LocalGateway:
             else:
                 self.invoke(method, function, event, handler)
 
-    def invoke(self, method: Method, function: FunctionDef, event: dict[str, Any], handler: _Handler) -> None:
+    def invoke(self, method: Method, function: FunctionDef, event: dict[str, Any], handler: GatewayHandler) -> None:
         limit = min(method.timeout_s, function.timeout_s)
         started = time.monotonic()
         try:
@@ -313,7 +239,7 @@ class LocalGateway:
         payload = base64.b64decode(body) if response.get("isBase64Encoded") else body.encode("utf-8")
         handler.answer(int(response.get("statusCode", 200)), headers, payload)
 
-    def stream(self, method: Method, function: FunctionDef, event: dict[str, Any], handler: _Handler) -> None:
+    def stream(self, method: Method, function: FunctionDef, event: dict[str, Any], handler: GatewayHandler) -> None:
         """The web adapter's invocation with response streaming: chunks reach the client as the server sends them."""
         try:
             server = self.environments.server(function)
@@ -375,88 +301,3 @@ def _identity(source: str, request: Request) -> str:
         values = request.query.get(source.removeprefix("method.request.querystring."), [""])
         return values[-1]
     return ""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    gateway: LocalGateway
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # quiet: tests and `maas gateway` print what matters themselves
-
-    def read_body(self) -> bytes | None:
-        """The request body (None when over API Gateway's 10 MB)."""
-        length = int(self.headers.get("content-length") or 0)
-        if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            pieces, total = [], 0
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    break
-                pieces.append(self.rfile.read(size))
-                self.rfile.readline()
-                total += size
-            body = b"".join(pieces)
-            return body if total <= MAX_BODY_BYTES else None
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers.items():
-            if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                self.send_header(name, value)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def start_chunked(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("transfer-encoding", "chunked")
-        self.end_headers()
-        self.wfile.flush()
-
-    def send_chunk(self, piece: bytes) -> bool:
-        try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-            self.wfile.flush()
-            return True
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-            return False
-
-    def end_chunked(self) -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            self.wfile.write(b"0\r\n\r\n")
-            self.wfile.flush()
-
-    def client_gone(self) -> bool:
-        """Whether the client closed its side (readable with nothing to read) while a response streams."""
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        if not readable:
-            return False
-        try:
-            gone = self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            gone = True
-        if gone:
-            self.close_connection = True
-        return gone
-
-    def _dispatch(self) -> None:
-        try:
-            self.gateway.handle(self)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as exc:  # the gateway itself failed: say so, as API Gateway's 500
-            body = json.dumps({"message": f"local gateway error: {type(exc).__name__}: {exc}"}).encode()
-            with contextlib.suppress(OSError):
-                self.answer(500, {"content-type": "application/json"}, body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch

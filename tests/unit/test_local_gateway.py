@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from maas_dev.gateway.environments import Environments
 from maas_dev.gateway.events import Request, evaluate, gateway_response, proxy_event
-from maas_dev.gateway.server import Bucket, Environments, LocalGateway, Refusal
+from maas_dev.gateway.server import Bucket, LocalGateway, Refusal
 from maas_dev.gateway.stage import Authorizer, FunctionDef, GatewayResponse, Method, Stage, UsagePlan
 from maas_dev.task_roots import dockerfile_arg
 
