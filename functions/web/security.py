@@ -1,9 +1,9 @@
 """Who may call, and how many at once: API keys and admission control, as pure ASGI middleware.
 
-- **API keys** use API Gateway's header model (``x-api-key``) so a client written against the deployed
-  REST API works unchanged against `maas serve`. Keys are compared in constant time. `maas serve` refuses
-  to bind beyond loopback without keys (:func:`require_keys_for_host`). A key is a shared secret, not an
-  identity: behind API Gateway use IAM, Cognito or an authorizer for authentication.
+- **API keys** are read as the deployed API reads them — ``Authorization: Bearer <key>`` (what the ``openai``
+  SDK sends), else ``x-api-key`` — so a client written against the deployed API works unchanged against `maas
+  serve`. Keys are compared in constant time. `maas serve` refuses to bind beyond loopback without keys
+  (:func:`require_keys_for_host`). Behind API Gateway the bearer-key authorizer checks keys before the app runs.
 - **Admission control** caps the requests in flight per process. A request over the cap waits for a slot
   in a bounded queue for at most ``queue_timeout_s`` (then 503 with ``Retry-After``); when the queue is
   full it is refused at once with 429. Refusals cost microseconds and never touch the model, so
@@ -26,7 +26,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from functions.errors import MaasError
 from functions.protocols.base import error_json, note_error, protocol_for_scope
 
-API_KEY_HEADER = b"x-api-key"
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/health", "/healthz"})
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
@@ -77,15 +76,22 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers") or []:
-        if key.lower() == name:
-            return bytes(value)
-    return None
+def _presented(scope: Scope) -> bytes | None:
+    """The key a request carries, byte for byte: a ``Bearer`` token of ``Authorization``, else ``x-api-key``."""
+    api_key = None
+    for name, value in scope.get("headers") or []:
+        name = bytes(name).lower()
+        if name == b"authorization":
+            scheme, _, token = bytes(value).partition(b" ")
+            if scheme.lower() == b"bearer" and token:
+                return token
+        elif name == b"x-api-key":
+            api_key = bytes(value)
+    return api_key
 
 
 class ApiKeyMiddleware:
-    """Require one of ``keys`` in ``x-api-key`` (401 otherwise); a no-op when no keys are configured."""
+    """Require one of ``keys`` as a bearer token or in ``x-api-key`` (401 otherwise); a no-op without keys."""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
@@ -102,14 +108,14 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not self.keys or scope.get("path") in HEALTH_PATHS:
             await self.app(scope, receive, send)
             return
-        if not self._accepted(_header(scope, API_KEY_HEADER)):
+        if not self._accepted(_presented(scope)):
             await send_error(
                 scope,
                 send,
                 401,
                 "unauthorized",
-                "missing or invalid API key: send it in the 'x-api-key' header",
-                headers=[(b"www-authenticate", b'ApiKey header="x-api-key"')],
+                "missing or invalid API key: send 'Authorization: Bearer <key>' (or the key in the 'x-api-key' header)",
+                headers=[(b"www-authenticate", b'Bearer realm="maas", ApiKey header="x-api-key"')],
             )
             return
         await self.app(scope, receive, send)
