@@ -101,6 +101,30 @@ class _Sandboxed:
 
     process: subprocess.Popen[str] | None = None
     logs: LogLines
+    task_root: Path
+    python: Path
+    environment: dict[str, str]
+    runtime_dir: Path | None
+
+    def _spawn(self, code: str, args: list[str], *, pipe_stdin: bool) -> subprocess.Popen[str]:
+        """Start Python ``code`` in the sandbox; its stderr (and stdout, unless ``pipe_stdin``) goes to the logs."""
+        command, env = sandbox(
+            self.task_root, python=self.python, code=code, args=args, environment=self.environment,
+            runtime_dir=self.runtime_dir,
+        )  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdin=subprocess.PIPE if pipe_stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE if pipe_stdin else subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        output = self.process.stderr if pipe_stdin else self.process.stdout
+        assert output is not None
+        self.logs.follow(output)
+        return self.process
 
     def close(self) -> None:
         process, self.process = self.process, None
@@ -144,27 +168,10 @@ class BundleProcess(_Sandboxed):
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        command, env = sandbox(
-            self.task_root,
-            python=self.python,
-            code=f"exec({_SERVE!r})",
-            args=[],
-            environment=self.environment,
-            runtime_dir=self.runtime_dir,
-        )
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.process.stderr is not None and self.process.stdout is not None
-        self.logs.follow(self.process.stderr)
+        process = self._spawn(f"exec({_SERVE!r})", [], pipe_stdin=True)
+        assert process.stdout is not None
         self._replies: queue.Queue[str] = queue.Queue()
-        replies, stdout = self._replies, self.process.stdout
+        replies, stdout = self._replies, process.stdout
 
         def read() -> None:
             for line in stdout:
@@ -234,29 +241,11 @@ class BundleServer(_Sandboxed):
     def start(self, timeout_s: float = 600) -> None:
         module = repr(self.module)
         code = f"import runpy; sys.argv = [{module}, *sys.argv[1:]]; runpy.run_module({module}, run_name='__main__')"
-        command, env = sandbox(
-            self.task_root,
-            python=self.python,
-            code=code,
-            args=self.args,
-            environment=self.environment,
-            runtime_dir=self.runtime_dir,
-        )
-        self.process = subprocess.Popen(
-            command,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        assert self.process.stdout is not None
-        self.logs.follow(self.process.stdout)
+        process = self._spawn(code, self.args, pipe_stdin=False)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise BundleRunError(f"the server exited {self.process.returncode}:\n{self.logs.tail()}")
+            if process.poll() is not None:
+                raise BundleRunError(f"the server exited {process.returncode}:\n{self.logs.tail()}")
             with (
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(self.url + self.ready_path, timeout=2) as answer,

@@ -31,12 +31,12 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from functions.contract.deployment import API_KEYS_TABLE_ENV, AUTHORIZER_HANDLER, api_keys_table_name
 from infra import nag
-from infra.constructs.common import data_removal_policy, log_retention
+from infra.constructs.common import data_removal_policy, function_logs_and_role
+from infra.constructs.lambda_endpoint import python_runtime
 from infra.limits import LAMBDA_PYTHON_VERSION
 from infra.settings import EnvironmentConfig
 
@@ -100,32 +100,22 @@ class ApiAuthorizers(Construct):
             deletion_protection=settings.retain_data,
             removal_policy=data_removal_policy(settings),
         )
-        log_group = logs.LogGroup(
-            self, "AuthorizerLogs", retention=log_retention(settings), removal_policy=data_removal_policy(settings)
-        )
-        role = iam.Role(
+        log_group, role = function_logs_and_role(
             self,
-            "AuthorizerRole",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            "Authorizer",
+            settings,
             description=f"{settings.prefix} API authorizer: reads key records",
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="OwnLogGroup",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(sid="ReadKeyRecords", actions=["dynamodb:GetItem"], resources=[self.table.table_arn])
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="DataKeyViaDynamoDb",
-                actions=["kms:Decrypt"],
-                resources=[data_key.key_arn],
-                conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.amazonaws.com"}},
-            )
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadKeyRecords", actions=["dynamodb:GetItem"], resources=[self.table.table_arn]
+                ),
+                iam.PolicyStatement(
+                    sid="DataKeyViaDynamoDb",
+                    actions=["kms:Decrypt"],
+                    resources=[data_key.key_arn],
+                    conditions={"StringEquals": {"kms:ViaService": f"dynamodb.{stack.region}.amazonaws.com"}},
+                ),
+            ],
         )
         self.function = lambda_.Function(
             self,
@@ -133,7 +123,7 @@ class ApiAuthorizers(Construct):
             description=f"{settings.prefix} API authorizer (bearer keys)",
             code=lambda_.Code.from_asset(str(code_dir)),
             handler=AUTHORIZER_HANDLER,
-            runtime=getattr(lambda_.Runtime, "PYTHON_" + LAMBDA_PYTHON_VERSION.replace(".", "_")),
+            runtime=python_runtime(),
             architecture=lambda_.Architecture.ARM_64,
             memory_size=256,
             timeout=cdk.Duration.seconds(5),

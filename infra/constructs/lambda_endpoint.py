@@ -25,7 +25,6 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from functions.contract.catalog import LambdaDeploy
@@ -40,7 +39,7 @@ from functions.contract.deployment import (
 )
 from infra import nag
 from infra.config import ModelSpec
-from infra.constructs.common import data_removal_policy, log_retention
+from infra.constructs.common import function_logs_and_role
 from infra.constructs.data_access import DataAccess
 from infra.limits import LAMBDA_PYTHON_VERSION
 from infra.settings import EnvironmentConfig
@@ -187,27 +186,13 @@ class LambdaEndpoint(Construct):
         statements: Sequence[iam.PolicyStatement],
         reserved: int | None = None,
     ) -> lambda_.Function:
-        log_group = logs.LogGroup(
+        log_group, role = function_logs_and_role(
             self,
-            f"{construct_id}Logs",
-            retention=log_retention(self._settings),
-            removal_policy=data_removal_policy(self._settings),
-        )
-        role = iam.Role(
-            self,
-            f"{construct_id}Role",
-            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            construct_id,
+            self._settings,
             description=f"maas {self._spec.name} {kind} function",
+            statements=statements,
         )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="OwnLogGroup",
-                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[log_group.log_group_arn],
-            )
-        )
-        for statement in statements:
-            role.add_to_policy(statement)
         image = self._spec.package == "image"
         handler = HANDLERS[kind]
         function = lambda_.Function(
