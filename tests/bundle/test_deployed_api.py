@@ -141,7 +141,8 @@ def test_bad_keys_fail_cleanly_in_each_protocols_shape(local: LocalStage, key: s
     for case, value in cases.items():
         status, code = expected[case]
         headers = {"Authorization": f"Bearer {value}"} if value else {}
-        # OpenAI's SDK: a typed error (401 AuthenticationError, 403 PermissionDeniedError) with OpenAI's error object
+        # OpenAI's SDK: a typed error (401 AuthenticationError, 403 PermissionDeniedError; a refused key: OpenAI's
+        # error object)
         errors = {401: openai.AuthenticationError, 403: openai.PermissionDeniedError}
         sent = headers or {"Authorization": openai.omit}  # no key: the SDK's own header left out
         with pytest.raises(errors[status]) as raised:
