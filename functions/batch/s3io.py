@@ -48,11 +48,17 @@ def dynamodb_client() -> Any:
     return boto3.client("dynamodb", config=_CONFIG)
 
 
+@lru_cache(maxsize=1)
+def events_client() -> Any:
+    return boto3.client("events", config=_CONFIG)
+
+
 def clear_clients() -> None:
     """Forget cached clients (tests and the local runner change endpoints between runs)."""
     s3_client.cache_clear()
     sqs_client.cache_clear()
     dynamodb_client.cache_clear()
+    events_client.cache_clear()
 
 
 def require_bucket_owner(client: Any, account_id: str) -> None:
