@@ -110,6 +110,8 @@ class RuntimeEnvironment(BaseModel):
     microbatch: bool | None = None
     microbatch_wait_ms: float | None = None
     queue_url: str | None = None
+    # The queue worker: each message's own deadline (seconds from its receipt), extended by a heartbeat until then.
+    message_budget_s: int | None = None
     # Input bytes per chunk of a chunked S3 job (infra derives it from the model's batch rate).
     chunk_bytes: int | None = None
     # The EventBridge bus finished jobs are announced on (unset: not announced).
