@@ -35,6 +35,7 @@ from urllib.parse import quote_plus
 
 import boto3
 
+from functions.batch.chunked_jobs import chunk_batch, merge_step, plan_step
 from functions.contract.batch_plan import (
     DEFAULT_MAP_CONCURRENCY,
     BatchSizing,
@@ -156,14 +157,14 @@ def run_chunked(
     event = object_created_event(bucket, key, etag=head["ETag"], size=head["ContentLength"],
                                  version_id=head.get("VersionId"))
     execution = execution or f"local:{uuid.uuid4()}"
-    plan = chunk_handler.handler({"step": "plan", "event": event, "execution": execution}, local_context())
+    plan = chunk_handler.handler(plan_step(event, execution), local_context())
     report = ChunkedRun(plan=plan, summary=None)
     if plan["route"] == "chunks":
         body = s3.get_object(Bucket=plan["bucket"], Key=plan["manifest_key"])["Body"]
         items = [json.loads(line) for line in body.iter_lines() if line.strip()]  # the Map's ItemReader (JSONL)
-        batches = [{"BatchInput": {"step": "chunk", "run": plan["run"]}, "Items": [item]} for item in items]
+        batches = [chunk_batch(plan["run"], [item]) for item in items]  # the ItemBatcher: one chunk per batch
         _map(batches, report, workers=workers, attempts=attempts, registry_factory=registry_factory)
-        chunk_handler.handler({"step": "merge", "run": plan["run"]}, local_context())
+        chunk_handler.handler(merge_step(plan["run"]), local_context())
     _, summary_key = _summary_key(plan, key)
     if summary_key:
         found = s3.get_object(Bucket=bucket, Key=summary_key)

@@ -43,6 +43,7 @@ from functions.batch.s3_jobs import S3Job, S3JobRunner, Tally, is_object_created
 from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
 from functions.batch.types import ErrorBody, JobSummary, RunInfo
 from functions.contract.batch_plan import chunk_bytes_for
+from functions.contract.deployment import JOB_TIMEOUT_S
 from functions.errors import MaasError
 from functions.telemetry import MetricUnit, logger, metrics
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 
 # A run whose plan.json is older than this (and whose execution never finished) may be taken over by a new one:
 # the state machine's own timeout has ended that execution by then.
-RUN_CLAIM_S = 26 * 3600
+RUN_CLAIM_S = JOB_TIMEOUT_S + 2 * 3600
 CHUNK_FORMATS = (InputFormat.JSONL, InputFormat.CSV)
 
 
@@ -88,6 +89,21 @@ class ChunkResult(TypedDict):
     skipped: bool
     superseded: bool
     counts: dict[str, int]
+
+
+def plan_step(event: dict[str, Any], execution: str) -> dict[str, Any]:
+    """The plan step's input, as the state machine's ``Plan`` task builds it (``event.$: $``, the execution id)."""
+    return {"step": "plan", "event": event, "execution": execution}
+
+
+def chunk_batch(run: RunRef, items: list[Chunk]) -> dict[str, Any]:
+    """A chunk step's input: the Distributed Map's ItemBatcher envelope, the run in ``BatchInput``."""
+    return {"BatchInput": {"step": "chunk", "run": run}, "Items": items}
+
+
+def merge_step(run: RunRef) -> dict[str, Any]:
+    """The merge step's input, as the ``Merge`` task builds it."""
+    return {"step": "merge", "run": run}
 
 
 def run_id(job: S3Job) -> str:

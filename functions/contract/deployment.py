@@ -57,10 +57,12 @@ IDEMPOTENCY_TTL_DAYS = 7
 # the merge deletes them, and a lifecycle rule expires what a run abandoned after RUNS_TTL_DAYS.
 RUNS_DIR = ".runs/"
 RUNS_TTL_DAYS = 14  # Step Functions keeps an execution redrivable for 14 days
+JOB_TIMEOUT_S = 24 * 3600  # a chunked job's execution ends (TIMED_OUT) after this
 
 # Every finished S3 job (either route) is announced on EventBridge: the uploader subscribes with a rule on
 # source JOB_EVENT_SOURCE, detail-type JOB_EVENT_DETAIL_TYPE (detail: the summary's status, input, output, counts).
 JOB_EVENT_SOURCE = "maas.batch"
+JOB_EVENT_BUS = "default"  # the account's default bus, as deployed
 JOB_EVENT_DETAIL_TYPE = "Batch Job Finished"
 
 
