@@ -1,10 +1,17 @@
 """A ``gpu`` model: the same FastAPI app under uvicorn in a CUDA container, on ECS with EC2 GPU capacity.
 
 An Auto Scaling group of GPU instances (ECS GPU-optimized AMI) is the cluster's capacity provider,
-so instances follow the tasks. The HTTP service scales on CPU between ``min_tasks`` and ``max_tasks``
-and is reached from API Gateway through a VPC link and an internal Network Load Balancer that
-health-checks ``/v2/health/ready``. A queue worker (same image) drains the model's job queue and
-scales on its backlog, down to ``worker_min_tasks`` (0 by default).
+so instances follow the tasks. The HTTP service scales on the load its servers report between ``min_tasks`` and
+``max_tasks`` and is reached from API Gateway through a VPC link and an internal Network Load Balancer that
+health-checks ``/v2/health/ready``. A queue worker (same image) drains the model's job queue and scales on its
+backlog per task, down to ``worker_min_tasks`` (0 by default):
+
+- target tracking on (messages visible + in flight) / running worker tasks, at ``worker_backlog_per_task``: a
+  message a task holds still counts, so a busy fleet is never read as idle;
+- a step policy starts the first task when the backlog is not empty and no task runs (a ratio has no value at 0);
+- a task is protected from scale-in while it holds messages (the worker sets ECS task protection through its
+  agent), so scaling in only ever stops idle tasks; each held message's visibility is extended by the worker's
+  heartbeat until its own deadline (``batch_timeout_s``).
 """
 
 from __future__ import annotations
@@ -116,7 +123,9 @@ class GpuService(Construct):
             settings,
             bundled_at=bundled_at,
             table=table,
+            announce_jobs=True,
             queue_url=queue.queue_url,
+            message_budget_s=deploy.batch_timeout_s,
             execution_providers="cuda,cpu",
         ).variables()
         log_group = logs.LogGroup(
@@ -160,21 +169,24 @@ class GpuService(Construct):
         access.acknowledge_prefix_wildcards(self, batch)
         worker_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
         queue.grant_consume_messages(worker_task.task_role)
+        # The worker protects itself from scale-in while it holds messages (ECS agent endpoint -> this API).
+        worker_task.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="OwnScaleInProtection",
+                actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                resources=[self._tasks_arn()],
+            )
+        )
+        nag.acknowledge(
+            worker_task.task_role,
+            f"AwsSolutions-IAM5[Resource::{self._tasks_arn(shown=True)}]",
+            "Scale-in protection of this cluster's own tasks (task ids exist only at run time)",
+        )
         self.worker = self._service("Worker", worker_task, healthy_percent=(0, 100), load_balanced=False)
         worker_scaling = self.worker.auto_scale_task_count(
             min_capacity=deploy.worker_min_tasks, max_capacity=max(worker_max, 1)
         )
-        worker_scaling.scale_on_metric(
-            "BacklogScaling",
-            metric=queue.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(1)),
-            scaling_steps=[
-                appscaling.ScalingInterval(upper=0, change=-1),
-                appscaling.ScalingInterval(lower=1, change=+1),
-                appscaling.ScalingInterval(lower=deploy.worker_backlog_per_task, change=+2),
-            ],
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=cdk.Duration.minutes(3),
-        )
+        self._backlog_scaling(worker_scaling, queue, deploy)
         for task in (server_task, worker_task):
             nag.acknowledge(
                 task.obtain_execution_role(),
@@ -186,6 +198,95 @@ class GpuService(Construct):
             "AwsSolutions-ECS2",
             "Container environment holds only non-secret settings (bucket, prefixes, table, queue URL)",
         )
+
+    def backlog_metrics(self, queue: sqs.IQueue) -> dict[str, cw.IMetric]:
+        """The queue's backlog (visible + in flight) and the worker service's running tasks, each minute."""
+        minute = cdk.Duration.minutes(1)
+        return {
+            "visible": queue.metric_approximate_number_of_messages_visible(period=minute, statistic="Maximum"),
+            "inflight": queue.metric_approximate_number_of_messages_not_visible(period=minute, statistic="Maximum"),
+            "tasks": cw.Metric(
+                namespace="ECS/ContainerInsights",
+                metric_name="RunningTaskCount",
+                dimensions_map={"ClusterName": self.cluster.cluster_name, "ServiceName": self.worker.service_name},
+                statistic="Average",
+                period=minute,
+            ),
+        }
+
+    def _backlog_scaling(self, scaling: ecs.ScalableTaskCount, queue: sqs.IQueue, deploy: GpuDeploy) -> None:
+        """Target tracking on backlog per task, and a step policy that starts the first task."""
+        metrics = self.backlog_metrics(queue)
+        queries = []
+        for name, metric in metrics.items():
+            config = metric.to_metric_config().metric_stat
+            assert config is not None
+            queries.append(
+                appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                    id=name,
+                    return_data=False,
+                    metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+                        metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
+                            namespace=config.namespace,
+                            metric_name=config.metric_name,
+                            dimensions=[
+                                appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
+                                    name=d.name, value=d.value
+                                )
+                                for d in config.dimensions or []
+                            ],
+                        ),
+                        stat=config.statistic,
+                    ),
+                )
+            )
+        queries.append(
+            appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                id="backlogpertask",
+                expression="(visible + inflight) / tasks",
+                label="Messages visible or in flight per running worker task",
+                return_data=True,
+            )
+        )
+        target = scaling.node.find_child("Target").node.default_child  # the ScalableTarget's CfnScalableTarget
+        assert isinstance(target, appscaling.CfnScalableTarget)
+        appscaling.CfnScalingPolicy(
+            self,
+            "WorkerBacklogPerTask",
+            policy_name=f"{cdk.Names.unique_id(self)}-backlog-per-task",
+            policy_type="TargetTrackingScaling",
+            scaling_target_id=target.ref,
+            target_tracking_scaling_policy_configuration=appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=deploy.worker_backlog_per_task,
+                customized_metric_specification=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+                    metrics=queries
+                ),
+                scale_out_cooldown=60,
+                scale_in_cooldown=300,
+            ),
+        )
+        scaling.scale_on_metric(
+            "StartFirstWorker",
+            metric=cw.MathExpression(
+                expression="IF(tasks < 1, visible + inflight, 0)",
+                using_metrics=metrics,
+                period=cdk.Duration.minutes(1),
+                label="Backlog while no worker task runs",
+            ),
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=0, change=0),
+                appscaling.ScalingInterval(lower=1, change=+1),
+            ],
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=cdk.Duration.minutes(3),
+        )
+
+    def _tasks_arn(self, *, shown: bool = False) -> str:
+        stack = cdk.Stack.of(self)
+        partition = "<AWS::Partition>" if shown and cdk.Token.is_unresolved(stack.partition) else stack.partition
+        cluster = f"<{cdk.Stack.of(self).get_logical_id(self.cluster.node.default_child)}>" if shown else \
+            self.cluster.cluster_name  # type: ignore[arg-type]
+        return f"arn:{partition}:ecs:{stack.region}:{stack.account}:task/{cluster}/*"
 
     def integration(self, http_method: str, path: str) -> apigw.Integration:
         """An HTTP proxy integration through the VPC link to the NLB, keeping the request path."""
