@@ -179,6 +179,7 @@ class JobEstimate(BaseModel):
 def estimate_job(size_bytes: int, sizing: BatchSizing, *, records: int | None = None) -> JobEstimate:
     """The plan for an object of ``size_bytes`` (``records`` when known, else from the rate's bytes/record)."""
     rate = sizing.rate
+    line_bytes = size_bytes / records if records else rate.bytes_per_record  # this object's own, when counted
     records = records if records is not None else max(1, round(size_bytes / rate.bytes_per_record))
     gb = sizing.memory_mb / 1024
     compute_s = size_bytes / rate.bytes_per_s
@@ -206,7 +207,7 @@ def estimate_job(size_bytes: int, sizing: BatchSizing, *, records: int | None = 
     cost = gb_s * price + requests * PRICES.lambda_request + transitions * PRICES.sfn_transition
     return JobEstimate(
         size_bytes=size_bytes, records=records, route="state-machine", chunks=chunks, chunk_bytes=chunk,
-        records_per_chunk=max(1, round(chunk / rate.bytes_per_record)), concurrency=concurrency, wall_s=wall,
+        records_per_chunk=max(1, round(chunk / line_bytes)), concurrency=concurrency, wall_s=wall,
         lambda_gb_s=gb_s, lambda_requests=requests, sfn_transitions=transitions, cost_usd=cost,
         rate_records_per_s=rate.records_per_s, rate_source=rate.source,
     )

@@ -229,3 +229,30 @@ def test_what_cannot_be_chunked_runs_or_is_rejected_the_direct_way(aws: Any, reg
     assert runner.plan(wrong_model, "exec-a")["route"] == "ignored"  # not under this function's prefix
     header_only = run_all(put(aws, "empty.csv", b"text\n"))
     assert header_only["route"] == "chunks" and read(aws, f"outputs/{MODEL}/empty.csv.jsonl") == b""
+
+
+def test_the_sample_events_replay_through_maas_invoke(monkeypatch: pytest.MonkeyPatch, registry: Any) -> None:
+    """events/eventbridge_s3_object_created.json (the deployed direct route) and the state machine's step events
+    dispatch to their handlers; the Object Created sample runs against the object it announces."""
+    import functions.handlers.s3 as s3_module
+    from maas_dev.invoke import handler_module_for, invoke_event
+    from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
+    from tests.conftest import EVENTS_DIR
+
+    routes = {path.name: handler_module_for(json.loads(path.read_text())) for path in EVENTS_DIR.glob("*.json")}
+    assert routes["eventbridge_s3_object_created.json"] == "functions.handlers.s3"
+    assert {routes[name] for name in routes if name.startswith(("sfn_", "eventbridge_sfn"))} == {
+        "functions.handlers.chunk"}
+    for name in ("MAAS_BATCH_BUCKET", "MAAS_INPUT_PREFIX", "MAAS_OUTPUT_PREFIX", "MAAS_IDEMPOTENCY_TABLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(s3_module, "get_registry", lambda: registry)
+    get_settings.cache_clear()
+    with mock_aws():
+        clear_clients()
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="maas-local")
+        s3.put_object(Bucket="maas-local", Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
+        response = invoke_event(json.loads((EVENTS_DIR / "eventbridge_s3_object_created.json").read_text()))
+    clear_clients()
+    (job,) = response["jobs"]
+    assert job["status"] == "completed" and job["counts"] == {"total": 3, "succeeded": 2, "failed": 1}
