@@ -55,7 +55,17 @@ for event in events:
     except Exception as exc:
         results.append({"ok": False, "error": type(exc).__name__, "message": str(exc)[:2000],
                         "seconds": time.perf_counter() - begun, "done_at": time.time()})
+import_failures = {}
+if os.environ.get("_MAAS_IMPORT_ALL"):  # every module of a package, as found in the bundle
+    import pkgutil
+    package = importlib.import_module(os.environ["_MAAS_IMPORT_ALL"])
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:
+            import_failures[info.name] = f"{type(exc).__name__}: {exc}"
 report = {
+    "import_failures": import_failures,
     "init_s": init_s,
     "results": results,
     "modules": sorted({name.partition(".")[0] for name in sys.modules}),
@@ -74,6 +84,7 @@ class BundleRunError(RuntimeError):
 class BundleRun:
     init_s: float  # importing the handler module: Lambda's init phase
     results: list[dict[str, Any]]  # one per event: {"ok", "response" | "error", "message", "seconds"}
+    import_failures: dict[str, str]  # with ``import_all``: each module of the package that failed to import
     modules: set[str]  # every top-level module the process imported
     peak_rss_mb: float
     process_s: float  # from spawning the process to its exit
@@ -131,9 +142,12 @@ def run_bundle(
     events: list[Any],
     runtime_dir: Path | None = None,
     verbose_imports: bool = False,
+    import_all: str | None = None,
     timeout_s: float = 600,
 ) -> BundleRun:
-    """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``."""
+    """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``.
+
+    ``import_all``: then import every module of that package, as the bundle holds it, and report failures."""
     import time
 
     work = Path(tempfile.mkdtemp(prefix="maas-bundle-"))
@@ -167,6 +181,7 @@ def run_bundle(
             "PATH": "/usr/bin:/bin",
             "LAMBDA_TASK_ROOT": TASK_ROOT,
             "_HANDLER": handler,
+            **({"_MAAS_IMPORT_ALL": import_all} if import_all else {}),
             "TZ": ":UTC",
             # as Lambda sets it (its Python is a shared build under /var/lang too)
             "LD_LIBRARY_PATH": ":".join(
@@ -198,6 +213,7 @@ def run_bundle(
         return BundleRun(
             init_s=float(data["init_s"]),
             results=list(data["results"]),
+            import_failures=dict(data["import_failures"]),
             modules=set(data["modules"]),
             peak_rss_mb=float(data["peak_rss_mb"]),
             process_s=elapsed,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from functions.batch.exceptions import MalformedRecordError
 from functions.errors import MaasError, PayloadTooLargeError
 from functions.inference.batching import WorkItem
-from functions.inference.images import ImagePreprocessing
+from functions.inference.image_config import ImagePreprocessing
 from functions.inference.pipelines.base import Capability, Pipeline
 
 if TYPE_CHECKING:

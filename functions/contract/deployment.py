@@ -120,6 +120,8 @@ class RuntimeEnvironment(BaseModel):
     job_event_bus: str | None = None
     # Seconds between the server's InFlight reports (0 = none: Lambda serves one request at a time).
     load_metrics_interval_s: float | None = None
+    # The memory a batch job may budget its input windows from (a container has no Lambda context to say it).
+    batch_memory_mb: int | None = None
     # Powertools' own variables: every log line and metric names the service (one per model).
     service_name: str = Field(alias="POWERTOOLS_SERVICE_NAME")
     metrics_namespace: str = Field(METRICS_NAMESPACE, alias="POWERTOOLS_METRICS_NAMESPACE")

@@ -181,9 +181,9 @@ class AdmissionController:
 class AdmissionControlMiddleware:
     """Admit at most ``max_concurrency`` requests at once; queue a bounded few; refuse the rest at once."""
 
-    def __init__(self, app: ASGIApp, max_concurrency: int, max_queue: int, queue_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, controller: AdmissionController) -> None:
         self.app = app
-        self.controller = AdmissionController(max_concurrency, max_queue, queue_timeout_s)
+        self.controller = controller
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.controller.max_concurrency <= 0 or scope.get("path") in HEALTH_PATHS:

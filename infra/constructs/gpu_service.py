@@ -127,6 +127,7 @@ class GpuService(Construct):
             queue_url=queue.queue_url,
             message_budget_s=deploy.batch_timeout_s,
             execution_providers="cuda,cpu",
+            batch_memory_mb=deploy.memory_mb,
         ).variables()
         log_group = logs.LogGroup(
             self,

@@ -165,18 +165,19 @@ def _lower(credentials: dict[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in credentials.items()}
 
 
+def _client(service: str, aws: dict[str, str]) -> Any:
+    """A client of the local AWS, for the test's own setup and checks."""
+    keys = {k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return boto3.client(service, region_name=REGION, endpoint_url=aws["AWS_ENDPOINT_URL"], **_lower(keys))
+
+
 def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
     """The template's variables as Lambda would set them; intrinsics (a table's Ref) resolved for the local AWS."""
     env = {}
     for name, value in function.environment.items():
         env[name] = value if isinstance(value, str) else f"maas-{STAGE}-{function.model}-idempotency"
     if "MAAS_IDEMPOTENCY_TABLE" in env:
-        dynamodb = boto3.client(
-            "dynamodb",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        dynamodb = _client("dynamodb", aws)
         if env["MAAS_IDEMPOTENCY_TABLE"] not in dynamodb.list_tables()["TableNames"]:
             dynamodb.create_table(
                 TableName=env["MAAS_IDEMPOTENCY_TABLE"],
@@ -248,13 +249,8 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
 
 
 def _put_sample(aws: dict[str, str]) -> dict[str, Any]:
-    s3 = boto3.client(
-        "s3",
-        region_name=REGION,
-        endpoint_url=aws["AWS_ENDPOINT_URL"],
-        **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-    )
-    put: dict[str, Any] = s3.put_object(Bucket=aws["BUCKET"], Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
+    """Upload the object the sample events announce (maas_dev.local_aws.SAMPLE_JSONL) to the stage's bucket."""
+    put: dict[str, Any] = _client("s3", aws).put_object(Bucket=aws["BUCKET"], Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
     return put
 
 
@@ -318,6 +314,7 @@ def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bu
         for given, run in runs:
             assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
             assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
+            assert ("boto3" in run.modules) == (function.kind != "http"), where  # ~1 s of init HTTP never pays
             for (name, _), result in zip(given, run.results, strict=True):
                 _check(name, function, result, aws)
         served[where] = [name for name, _ in mine]
@@ -335,12 +332,7 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
         good_id = {"minilm-embed": "req-embed-1", "intent-classifier": "req-intent-1"}[function.model]
         good = {r["messageId"] for r in records if f'"id": "{good_id}"' in r["body"]}
         assert good and not good & failed and failed == {r["messageId"] for r in records} - good, where
-        s3 = boto3.client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        s3 = _client("s3", aws)
         replies = s3.list_objects_v2(Bucket=aws["BUCKET"], Prefix=f"outputs/{function.model}/replies/")
         assert replies.get("KeyCount", 0) >= 1, where
         return
@@ -434,3 +426,27 @@ def test_the_readme_deploy_steps_synthesize_strictly_with_the_shipped_catalog(
     report = json.loads((tmp / "cdk.out" / "validation-report.json").read_text())
     (nag,) = report["pluginReports"]
     assert nag["conclusion"] == "success" and nag["violations"] == []  # only acknowledged findings, with reasons
+
+
+def test_the_bundle_holds_the_runtime_and_no_dev_tool_and_every_runtime_module_imports_from_it(
+    stage: tuple[list[Function], Path],
+    task_roots: dict[Path, Path],
+    aws: dict[str, str],
+    lambda_python: Path,
+    runtime_dir: Path,
+) -> None:
+    """GIVEN the image model's zip (the one bundle that carries every dependency set, Pillow included) THEN its
+    file list holds the runtime and its dependencies but no dev tool, build or infra code, and every module of
+    `functions` imports from it: one importing moto, uvicorn, typer or rich would fail there, for they are not in it."""
+    functions, _ = stage
+    image = next(f for f in functions if f.task in IMAGE_TASKS and f.kind == "http" and not f.image)
+    root = task_roots[image.asset]
+    top = {path.name for path in root.iterdir()}
+    assert {"functions", "artifacts", "onnxruntime", "numpy", "tokenizers", "PIL"} <= top
+    assert not top & {"maas_dev", "model_build", "infra", "tests", "moto", "uvicorn", "typer", "rich", "torch"}
+    files = [str(p.relative_to(root)) for p in (root / "functions").rglob("*.py")]
+    assert not [f for f in files if f.rsplit("/", 1)[-1] in ("server.py", "local_aws.py", "cli.py")]
+    run = run_bundle(root, python=lambda_python, handler=image.handler, environment=_environment(image, aws),
+                     events=[], runtime_dir=runtime_dir, import_all="functions")  # fmt: skip
+    assert run.import_failures == {}
+    assert len(files) > 60 and not run.modules & NEVER_IMPORTED

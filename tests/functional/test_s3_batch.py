@@ -16,7 +16,7 @@ from moto import mock_aws
 from functions.batch.exceptions import StorageError
 from functions.batch.s3io import clear_clients, s3_client
 from functions.contract import Limits, Task
-from functions.inference.images import ImagePreprocessing
+from functions.inference.image_config import ImagePreprocessing
 from functions.inference.pipelines.base import Capability, Prepared, TaskParameters, TaskResult
 from functions.settings import get_settings
 from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY, local_context, s3_put_event

@@ -325,6 +325,7 @@ def test_queue_worker_gets_its_queue_and_the_lambda_batch_environment(
         assert worker.env["MAAS_BATCH_BUCKET"] == BATCH_BUCKET
         assert worker.env["MAAS_INPUT_PREFIX"] == f"inputs/{worker.model}/"
         assert worker.env["MAAS_OUTPUT_PREFIX"] == f"outputs/{worker.model}/"
+        assert int(worker.env["MAAS_BATCH_MEMORY_MB"]) > 0  # its input windows are budgeted from the task's memory
         consume = worker.actions_on({"Fn::GetAtt": [queue_id, "Arn"]})  # type: ignore[arg-type]
         assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= consume
         server = next(r for r in all_runtimes if r.model == worker.model and r.kind == "server")

@@ -29,7 +29,8 @@ def main(argv: list[str]) -> None:
     from PIL import Image
 
     from functions.errors import MaasError
-    from functions.inference.images import ImagePreprocessing, image_pixels
+    from functions.inference.image_config import ImagePreprocessing
+    from functions.inference.images import image_pixels
 
     config = ImagePreprocessing()  # the catalog's defaults: 8 MiB encoded, 40 MP
     Image.init()

@@ -13,7 +13,8 @@ from pydantic import Field, ValidationError
 
 from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError
-from functions.inference.images import ImagePreprocessing, image_pixels
+from functions.inference.image_config import ImagePreprocessing
+from functions.inference.images import image_pixels
 from functions.inference.pipelines.base import Capability, Pipeline, Prepared, TaskParameters, TaskResult
 from functions.inference.postprocess import ranked_labels, softmax
 
