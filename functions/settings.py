@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     batch_memory_mb: int = Field(0, ge=0)
     # Chunked S3 jobs (the Step Functions route): input bytes per chunk; a chunk closes at the next window of
     # records once it holds this many (infra sets it from the model's measured rate, docs/batch.md).
-    chunk_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    chunk_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # EventBridge bus every finished job is announced on (source maas.batch); empty = not announced.
     job_event_bus: str = ""
 

@@ -303,7 +303,7 @@ def plan_report(
     a local file (its size, and its exact records and chunks from the plan step's own pass)."""
     from functions.batch.chunks import plan_chunks
     from functions.batch.readers import InputFormat, detect_format
-    from functions.contract.batch_plan import chunk_bytes_for, describe, estimate_job
+    from functions.contract.batch_plan import describe, estimate_job
 
     records = chunks = None
     if source.startswith("s3://"):
@@ -328,7 +328,7 @@ def plan_report(
         window = (entry.limits.max_batch if entry else 32) * 8
         with Path(source).open("rb") as handle:
             found = plan_chunks(iter(lambda: handle.read(1 << 20), b""), csv=fmt is InputFormat.CSV, window=window,
-                                max_line_bytes=1 << 20, chunk_bytes=chunk_bytes_for(size, sizing.chunk_bytes))
+                                max_line_bytes=1 << 20, chunk_bytes=sizing.chunk_bytes)
         records, chunks = found.records, len(found.chunks)
     estimate = estimate_job(size, sizing, records=records)
     lines = [f"object      {source} -> model {name}", *describe(estimate, sizing)]

@@ -42,9 +42,9 @@ from functions.batch.readers import InputFormat, csv_header, detect_format, imag
 from functions.batch.s3_jobs import S3Job, S3JobRunner, Tally, is_object_created
 from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
 from functions.batch.types import ErrorBody, JobSummary, RunInfo
-from functions.contract.batch_plan import chunk_bytes_for
+from functions.contract.batch_plan import MAX_CHUNKS
 from functions.contract.deployment import JOB_TIMEOUT_S
-from functions.errors import MaasError
+from functions.errors import MaasError, PayloadTooLargeError
 from functions.telemetry import MetricUnit, logger, metrics
 
 if TYPE_CHECKING:
@@ -137,10 +137,15 @@ class ChunkedJobRunner:
         if claimed is not None and not self._stale(claimed[0], job, summary_key):
             logger.info("another execution runs this object", extra={"key": job.key, "run": claimed[0]["execution"]})
             return _result("duplicate", job.bucket, None)
-        run = self._scan(job, fmt, prefix, execution, output_key, summary_key)
+        if job.size > MAX_CHUNKS * self.settings.chunk_bytes:  # chunks any larger would outrun the function
+            run: RunRef | MaasError | None = PayloadTooLargeError(
+                f"{job.key} is {job.size:,} bytes; {job.model} takes at most {MAX_CHUNKS:,} chunks of "
+                f"{self.settings.chunk_bytes:,} bytes ({MAX_CHUNKS * self.settings.chunk_bytes:,} bytes). Split it")
+        else:
+            run = self._scan(job, fmt, prefix, execution, output_key, summary_key)
         if run is None:
             return _result("superseded", job.bucket, None)
-        if isinstance(run, MaasError):  # the CSV header is unreadable: the object is rejected as a whole
+        if isinstance(run, MaasError):  # too large, or an unreadable CSV header: the object is rejected as a whole
             self.jobs.finish(job, summary_key, self.jobs.summary(job, None, time.perf_counter(), _now(), None,
                                                                  Tally()), run)
             return {**_result("direct", job.bucket, None), "status": "rejected"}
@@ -164,7 +169,7 @@ class ChunkedJobRunner:
         body = self.jobs.open(job)
         if body is None:
             return None
-        chunk_bytes = chunk_bytes_for(job.size, self.settings.chunk_bytes)
+        chunk_bytes = self.settings.chunk_bytes
         plan = plan_chunks(body, csv=fmt is InputFormat.CSV, max_line_bytes=self.settings.max_line_bytes,
                            window=pipeline.limits.max_batch * self.settings.window_batches, chunk_bytes=chunk_bytes)
         if plan.header is not None:

@@ -34,7 +34,7 @@ LAMBDA_MAX_VCPUS = 6
 ROUTE_MARGIN = 0.5  # direct when the expected time is at most half the function's timeout
 CHUNK_MARGIN = 0.5  # a chunk is sized to half the chunk function's timeout
 MAX_CHUNKS = 5_000  # the merge copies each chunk in at most two parts; S3 allows 10,000 per upload
-MIN_CHUNK_BYTES = 64 * 1024
+MIN_CHUNK_BYTES = 1024  # (a slow model's chunk is small; a chunk holds at least one window of records anyway)
 DEFAULT_MAP_CONCURRENCY = 10  # the stage's batch_map_concurrency unless it says otherwise
 # The plan step reads the whole object once (one GET stream); the merge copies chunk outputs server-side
 # (UploadPartCopy, a few at a time), roughly a fixed cost per chunk.
@@ -142,6 +142,11 @@ class BatchSizing(BaseModel):
         """Input bytes per chunk (closed at the next window boundary)."""
         return max(MIN_CHUNK_BYTES, int(self.rate.bytes_per_s * self.timeout_s * CHUNK_MARGIN))
 
+    @property
+    def max_chunked_bytes(self) -> int:
+        """The largest object the chunked route takes: MAX_CHUNKS chunks (larger chunks would outrun the timeout)."""
+        return MAX_CHUNKS * self.chunk_bytes
+
 
 def batch_sizing(
     rate: BatchRate, *, memory_mb: int, timeout_s: int, map_concurrency: int,
@@ -152,17 +157,12 @@ def batch_sizing(
                        architecture=architecture, map_concurrency=map_concurrency)
 
 
-def chunk_bytes_for(size_bytes: int, chunk_bytes: int) -> int:
-    """The chunk size a plan uses: ``chunk_bytes``, raised so that no object needs more than MAX_CHUNKS."""
-    return max(chunk_bytes, math.ceil(size_bytes / MAX_CHUNKS), MIN_CHUNK_BYTES)
-
-
 class JobEstimate(BaseModel):
     """What one object will take: the route, the chunks, the wall time and the bill."""
 
     size_bytes: int
     records: int
-    route: Literal["direct", "state-machine"]
+    route: Literal["direct", "state-machine", "too-large"]
     chunks: int
     chunk_bytes: int
     records_per_chunk: int
@@ -192,7 +192,7 @@ def estimate_job(size_bytes: int, sizing: BatchSizing, *, records: int | None = 
             lambda_requests=1, sfn_transitions=0, cost_usd=cost, rate_records_per_s=rate.records_per_s,
             rate_source=rate.source,
         )
-    chunk = chunk_bytes_for(size_bytes, sizing.chunk_bytes)
+    chunk = sizing.chunk_bytes
     chunks = max(1, math.ceil(size_bytes / chunk))
     concurrency = min(sizing.map_concurrency, chunks)
     chunk_s = min(chunk, size_bytes) / rate.bytes_per_s
@@ -206,7 +206,9 @@ def estimate_job(size_bytes: int, sizing: BatchSizing, *, records: int | None = 
     requests = chunks + 2
     cost = gb_s * price + requests * PRICES.lambda_request + transitions * PRICES.sfn_transition
     return JobEstimate(
-        size_bytes=size_bytes, records=records, route="state-machine", chunks=chunks, chunk_bytes=chunk,
+        size_bytes=size_bytes, records=records,
+        route="state-machine" if size_bytes <= sizing.max_chunked_bytes else "too-large", chunks=chunks,
+        chunk_bytes=chunk,
         records_per_chunk=max(1, round(chunk / line_bytes)), concurrency=concurrency, wall_s=wall,
         lambda_gb_s=gb_s, lambda_requests=requests, sfn_transitions=transitions, cost_usd=cost,
         rate_records_per_s=rate.records_per_s, rate_source=rate.source,
@@ -225,6 +227,9 @@ def describe(estimate: JobEstimate, sizing: BatchSizing) -> list[str]:
     ]
     if estimate.route == "direct":
         lines.append("route       direct: one invocation of the S3 job function")
+    elif estimate.route == "too-large":
+        return [*lines, f"route       refused: more than {MAX_CHUNKS:,} chunks of {estimate.chunk_bytes / mb:,.2f} MiB "
+                        f"({sizing.max_chunked_bytes / mb:,.0f} MiB at most for this model); split the object"]
     else:
         lines += [
             "route       state machine: plan -> Distributed Map over chunks -> merge",

@@ -221,7 +221,9 @@ def test_a_failed_execution_leaves_a_failed_summary_with_its_redrive_and_a_redri
     assert details[1]["counts"]["total"] == 1500 - sum(1 for line in corpus(1500).splitlines() if not line.strip())
 
 
-def test_what_cannot_be_chunked_runs_or_is_rejected_the_direct_way(aws: Any, registry: Any) -> None:
+def test_what_cannot_be_chunked_runs_or_is_rejected_the_direct_way(
+    aws: Any, registry: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runner = ChunkedJobRunner(get_settings(), registry, aws)
     unsupported = runner.plan(put(aws, "notes.txt", b"hello\n" * 10), "exec-a")
     assert unsupported == {**unsupported, "route": "direct", "status": "rejected"}
@@ -229,6 +231,13 @@ def test_what_cannot_be_chunked_runs_or_is_rejected_the_direct_way(aws: Any, reg
     assert runner.plan(wrong_model, "exec-a")["route"] == "ignored"  # not under this function's prefix
     header_only = run_all(put(aws, "empty.csv", b"text\n"))
     assert header_only["route"] == "chunks" and read(aws, f"outputs/{MODEL}/empty.csv.jsonl") == b""
+    # more chunks than the merge may copy: refused, naming the limit (chunks of 1 KiB here: 5,000 KiB at most)
+    monkeypatch.setenv("MAAS_CHUNK_BYTES", "1024")
+    get_settings.cache_clear()
+    huge = ChunkedJobRunner(get_settings(), registry, aws).plan(put(aws, "huge.jsonl", corpus(60_000)), "exec-a")
+    assert huge["route"] == "direct" and huge["status"] == "rejected"
+    summary = json.loads(read(aws, f"outputs/{MODEL}/huge.jsonl.summary.json"))
+    assert summary["error"]["code"] == "payload_too_large" and "5,000 chunks" in summary["error"]["message"]
 
 
 def test_the_sample_events_replay_through_maas_invoke(monkeypatch: pytest.MonkeyPatch, registry: Any) -> None:

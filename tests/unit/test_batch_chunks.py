@@ -24,9 +24,9 @@ from functions.batch.readers import csv_header, iter_lines, read_csv, read_jsonl
 from functions.contract.batch_plan import (
     LAMBDA_MB_PER_VCPU,
     MAX_CHUNKS,
+    MIN_CHUNK_BYTES,
     BatchRate,
     batch_sizing,
-    chunk_bytes_for,
     default_rate,
     estimate_job,
     rate_from_benchmark,
@@ -140,7 +140,10 @@ def test_the_rate_scales_with_a_lambdas_vcpus_and_never_above_the_bench() -> Non
     sizing = batch_sizing(rate, memory_mb=LAMBDA_MB_PER_VCPU, timeout_s=300, map_concurrency=10)
     assert sizing.route_threshold_bytes == 300 * 100 * 300 // 2  # half the timeout at 30 KB/s
     assert sizing.chunk_bytes == sizing.route_threshold_bytes
-    assert chunk_bytes_for(10**12, sizing.chunk_bytes) * MAX_CHUNKS >= 10**12  # never more than MAX_CHUNKS
+    assert sizing.max_chunked_bytes == MAX_CHUNKS * sizing.chunk_bytes
+    assert estimate_job(sizing.max_chunked_bytes + 1, sizing).route == "too-large"
+    slow = batch_sizing(default_rate("text-generation"), memory_mb=4096, timeout_s=300, map_concurrency=10)
+    assert slow.chunk_bytes == 7500 >= MIN_CHUNK_BYTES  # a slow model: small chunks (150 s of its own work)
 
 
 def test_ten_million_records_plan_as_docs_batch_md_shows() -> None:
