@@ -77,7 +77,7 @@ def plan_parts(sizes: Sequence[int], *, min_part: int = MIN_PART, max_part: int 
 
 def concatenate(
     s3: S3Client, bucket: str, sources: Sequence[tuple[str, int]], key: str, *,
-    content_type: str = "application/x-ndjson", workers: int = 8,
+    content_type: str = "application/x-ndjson", workers: int = 16,
 ) -> int:
     """Write ``key`` as the concatenation of ``sources`` (key, size), in order; returns its size."""
     sizes = [size for _, size in sources]

@@ -39,7 +39,7 @@ DEFAULT_MAP_CONCURRENCY = 10  # the stage's batch_map_concurrency unless it says
 # The plan step reads the whole object once (one GET stream); the merge copies chunk outputs server-side
 # (UploadPartCopy, a few at a time), roughly a fixed cost per chunk.
 PLAN_SCAN_BYTES_PER_S = 60 * 1024 * 1024
-MERGE_S_PER_CHUNK = 0.1
+MERGE_S_PER_CHUNK = 0.5  # a copy of a few hundred MB (minilm-embed: ~400 MB of embeddings), 16 at a time
 # EventBridge compares numbers in [-5e9, 5e9]: an object above that size matches neither size rule.
 EVENTBRIDGE_NUMERIC_MAX = 5_000_000_000
 

@@ -225,10 +225,12 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     bucket = aws["BUCKET"]
     created = event if event.get("source") == "aws.s3" else event.get("event")
     if isinstance(created, dict) and created.get("source") == "aws.s3":  # Object Created, alone or in a plan step
-        put = _put_sample(aws)
+        # the chunked route gets its own copy: the direct route's summary of the same version would end its plan
+        key = SAMPLE_KEY if created is event else SAMPLE_KEY.replace(".jsonl", " (chunked).jsonl")
+        put = _put_sample(aws, key)
         created["detail"]["bucket"]["name"] = bucket
         created["resources"] = [f"arn:aws:s3:::{bucket}"]
-        created["detail"]["object"].update(key=quote_plus(SAMPLE_KEY, safe="/"), size=len(SAMPLE_JSONL),
+        created["detail"]["object"].update(key=quote_plus(key, safe="/"), size=len(SAMPLE_JSONL),
                                            etag=put["ETag"].strip('"'), **{"version-id": put["VersionId"]})
     for record in records:
         if record.get("eventSource") == "aws:s3":
@@ -248,10 +250,16 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     return event
 
 
-def _put_sample(aws: dict[str, str]) -> dict[str, Any]:
-    """Upload the object the sample events announce (maas_dev.local_aws.SAMPLE_JSONL) to the stage's bucket."""
-    put: dict[str, Any] = _client("s3", aws).put_object(Bucket=aws["BUCKET"], Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
-    return put
+_UPLOADED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _put_sample(aws: dict[str, str], key: str = SAMPLE_KEY) -> dict[str, Any]:
+    """Upload the object the sample events announce (maas_dev.local_aws.SAMPLE_JSONL) to the stage's bucket, once:
+    every event that names it announces the same version (a second upload would make the first events stale)."""
+    if (aws["AWS_ENDPOINT_URL"], key) not in _UPLOADED:
+        _UPLOADED[aws["AWS_ENDPOINT_URL"], key] = _client("s3", aws).put_object(
+            Bucket=aws["BUCKET"], Key=key, Body=SAMPLE_JSONL)
+    return _UPLOADED[aws["AWS_ENDPOINT_URL"], key]
 
 
 def _with_run(event: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
