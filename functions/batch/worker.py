@@ -15,7 +15,8 @@ What a container owes its messages beyond that (:mod:`functions.batch.holding`):
 - **a heartbeat**: while a message is worked on its visibility is extended, so a long job is neither run twice
   nor sent to the DLQ for being long; past its deadline it is let go;
 - **scale-in protection**: the task is protected while it holds messages, so the backlog scaling (visible +
-  in flight per task) never stops it mid-job; SIGTERM still finishes the message in hand, then exits.
+  in flight per task) never stops it mid-job. SIGTERM (a deploy, a stopped task) finishes the group in hand,
+  hands the messages it has not started back to the queue at once, then exits.
 
     MAAS_QUEUE_URL=https://sqs.../maas-jobs MAAS_MODELS=... python -m functions.batch.worker
 """
@@ -56,8 +57,13 @@ class QueueWorker:
         self.heartbeat = Heartbeat(sqs, queue_url, visibility_s=self.visibility_s, interval_s=heartbeat_s or None,
                                    protection=protection or TaskProtection())
 
-    def poll_once(self, *, max_messages: int = 10, wait_seconds: int = 20) -> tuple[int, int]:
-        """Receive one batch, work on it, delete what succeeded; returns (succeeded, failed)."""
+    def poll_once(
+        self, *, max_messages: int = 10, wait_seconds: int = 20, stop: threading.Event | None = None
+    ) -> tuple[int, int]:
+        """Receive one batch, work on it, delete what succeeded; returns (succeeded, failed).
+
+        Once ``stop`` is set (SIGTERM), the group in hand finishes and the messages not started are handed back at
+        once (visibility 0), for another task to take."""
         messages = self.sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait_seconds,
             AttributeNames=["All"], MessageAttributeNames=["All"],
@@ -68,10 +74,13 @@ class QueueWorker:
         deadlines = {m["MessageId"]: received + self.budget_s for m in messages}
         self.heartbeat.hold([Held(m["MessageId"], m["ReceiptHandle"], deadlines[m["MessageId"]]) for m in messages])
         succeeded = failed = 0
+        groups = _groups(messages)
         try:
-            for group in _groups(messages):
+            while groups and not (stop is not None and stop.is_set()):
+                group = groups.pop(0)
                 done, bad = self._work(group, min(deadlines[m["MessageId"]] for m in group))
                 succeeded, failed = succeeded + done, failed + bad
+            self._hand_back([m for group in groups for m in group])
         finally:
             self.heartbeat.release([m["MessageId"] for m in messages])
             metrics.flush_metrics()
@@ -95,6 +104,18 @@ class QueueWorker:
         self.heartbeat.release([m["MessageId"] for m in messages])
         return len(done), len(messages) - len(done)
 
+    def _hand_back(self, messages: list[MessageTypeDef]) -> None:
+        """Messages this task will not start (it is stopping): visible again now, not after their timeout."""
+        for start in range(0, len(messages), 10):
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                       for i, m in enumerate(messages[start:start + 10])]
+            try:
+                self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)  # type: ignore[arg-type]
+            except Exception:  # they reappear after their visibility timeout instead
+                logger.exception("could not hand messages back to the queue")
+        if messages:
+            logger.info("stopping: messages handed back to the queue", extra={"count": len(messages)})
+
     def _record(self, message: MessageTypeDef) -> dict[str, Any]:
         """A received message in the shape Lambda's SQS event gives the handler."""
         return {
@@ -108,7 +129,7 @@ class QueueWorker:
         try:
             while not stop.is_set():
                 try:
-                    self.poll_once(max_messages=max_messages, wait_seconds=wait_seconds)
+                    self.poll_once(max_messages=max_messages, wait_seconds=wait_seconds, stop=stop)
                 except Exception:  # keep serving; the messages in hand reappear once let go
                     logger.exception("queue worker batch failed")
                     stop.wait(1.0)

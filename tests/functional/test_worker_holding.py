@@ -169,3 +169,22 @@ def test_protection_is_renewed_before_it_expires_and_refusals_are_not_fatal(sqs:
     refused = TaskProtection("http://127.0.0.1:9")  # nothing listens: logged and counted, the work goes on
     assert refused.protect(60) is False and refused.enabled is False
     assert TaskProtection("").protect(60) is False  # outside ECS: nothing to call
+
+
+def test_a_stopping_worker_finishes_the_job_in_hand_and_hands_the_rest_back_at_once(sqs: Any) -> None:
+    url = queue(sqs, visibility_s=60)
+    for name in ("a", "b", "c"):
+        sqs.send_message(QueueUrl=url, MessageBody=JOB.replace("big", name))
+    stop = threading.Event()
+
+    class StopsDuringTheFirstJob(SlowRunner):
+        def handle(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
+            stop.set()  # SIGTERM arrives while the first job runs
+            return super().handle(event, context)
+
+    runner = StopsDuringTheFirstJob()
+    worker = QueueWorker(runner, sqs, url, budget_s=60)  # type: ignore[arg-type]
+    assert worker.poll_once(wait_seconds=0, stop=stop) == (1, 0)
+    assert len(runner.calls) == 1  # the job in hand finished; the other two were not started ...
+    assert visible(sqs, url) == 2  # ... and are back on the queue now, not in 60 s
+    worker.heartbeat.stop()
