@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     max_messages: int = Field(10, ge=1, le=10)
     # Each message's own deadline from when it is received (0 = the queue's visibility timeout); its visibility is
     # extended every heartbeat_s seconds (0 = a third of the visibility timeout) until then.
-    message_budget_s: float = Field(0, ge=0)
+    message_budget_s: int = Field(0, ge=0)
     heartbeat_s: float = Field(0, ge=0)
 
     @model_validator(mode="after")

@@ -40,7 +40,7 @@ from functions.batch.exceptions import StorageError
 from functions.batch.notify import announce
 from functions.batch.readers import InputFormat, csv_header, detect_format, image_limit_of, input_budget
 from functions.batch.s3_jobs import S3Job, S3JobRunner, Tally, is_object_created
-from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
+from functions.batch.s3io import StreamingUpload, is_precondition_failed, read_json
 from functions.batch.types import ErrorBody, JobSummary, RunInfo
 from functions.contract.batch_plan import MAX_CHUNKS
 from functions.contract.deployment import JOB_TIMEOUT_S
@@ -308,14 +308,7 @@ class ChunkedJobRunner:
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _read_json(self, bucket: str, key: str) -> tuple[dict[str, Any], str] | None:
-        try:
-            found = self.s3.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise
-        data: dict[str, Any] = json.loads(found["Body"].read())
-        return data, found["ETag"]
+        return read_json(self.s3, bucket, key)
 
     def _clean(self, bucket: str, prefix: str) -> None:
         """Delete the run's files (plan, chunk list, parts, the Map's results)."""

@@ -50,7 +50,7 @@ from functions.batch.readers import (
     read_jsonl,
     supported_suffixes,
 )
-from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed
+from functions.batch.s3io import StreamingUpload, is_missing, is_precondition_failed, read_json
 from functions.batch.types import ErrorBody, ErrorLine, JobSummary, ObjectInfo, ResultLine, encode_line, error_line
 from functions.errors import MaasError, ModelNotFoundError, PayloadTooLargeError
 from functions.inference.batching import RunStats, WorkItem, run_items
@@ -330,13 +330,8 @@ class S3JobRunner:
         return key
 
     def _read_summary(self, bucket: str, key: str) -> JobSummary | None:
-        try:
-            found = self.s3.get_object(Bucket=bucket, Key=key)
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise
-        summary: JobSummary = json.loads(found["Body"].read())
+        found = read_json(self.s3, bucket, key)
+        summary: JobSummary | None = found[0] if found is not None else None
         return summary
 
     def open(self, job: S3Job, byte_range: tuple[int, int] | None = None) -> Iterator[bytes] | None:
