@@ -101,12 +101,6 @@ class Tally:
     stats: RunStats = field(default_factory=RunStats)
 
 
-def storage_error(bucket: str, key: str, exc: BaseException) -> StorageError:
-    return StorageError(
-        f"s3://{bucket}/{key}: {exc}. Check that the bucket exists and that this function may read and write it "
-        "(locally: point AWS_ENDPOINT_URL_S3 at a moto server, see docs/batch.md)")
-
-
 def is_object_created(event: dict[str, Any]) -> bool:
     """Whether ``event`` is EventBridge's ``Object Created`` event from S3 (the batch bucket's notifications)."""
     return event.get("source") == "aws.s3" and event.get("detail-type") == "Object Created"
@@ -135,7 +129,9 @@ class S3JobRunner:
                 summary = self.run(job, context)
             except (ClientError, BotoCoreError, IdempotencyPersistenceLayerError) as exc:
                 logger.exception("batch job failed; the event will be retried", extra={"key": job.key})
-                error = storage_error(job.bucket, job.key, exc)
+                error = StorageError(
+                    f"s3://{job.bucket}/{job.key}: {exc}. Check that the bucket exists and that this function may "
+                    "read and write it (locally: point AWS_ENDPOINT_URL_S3 at a moto server, see docs/batch.md)")
                 error.__cause__ = exc
                 failure = failure or error
                 continue
