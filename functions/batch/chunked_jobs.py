@@ -39,7 +39,8 @@ from functions.batch.concat import concatenate
 from functions.batch.exceptions import StorageError
 from functions.batch.notify import announce
 from functions.batch.readers import InputFormat, csv_header, detect_format, image_limit_of, input_budget
-from functions.batch.s3_jobs import S3Job, S3JobRunner, Tally, is_object_created
+from functions.batch.s3_events import S3Job, is_object_created
+from functions.batch.s3_jobs import S3JobRunner, Tally
 from functions.batch.s3io import StreamingUpload, is_precondition_failed, read_json
 from functions.batch.types import ErrorBody, JobSummary, RunInfo
 from functions.contract.batch_plan import MAX_CHUNKS

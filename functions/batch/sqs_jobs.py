@@ -50,7 +50,8 @@ from pydantic import ValidationError
 from functions.batch.exceptions import MessageInProgressError, PoisonMessageError, ReplyRefusedError
 from functions.batch.idempotency import persistence_layer
 from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination, allowlist_for
-from functions.batch.s3_jobs import S3JobRunner, is_object_created
+from functions.batch.s3_events import is_object_created
+from functions.batch.s3_jobs import S3JobRunner
 from functions.batch.types import InferenceReply, InferenceRequest
 from functions.errors import MaasError
 from functions.inference.batching import RunStats, WorkItem, run_items

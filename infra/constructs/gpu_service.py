@@ -22,7 +22,6 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_dynamodb as dynamodb
@@ -53,6 +52,7 @@ from infra import nag
 from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.constructs.data_access import DataAccess
+from infra.constructs.worker_scaling import WorkerScaling
 from infra.settings import EnvironmentConfig
 
 _HEALTH_PROBE = (
@@ -187,7 +187,10 @@ class GpuService(Construct):
         worker_scaling = self.worker.auto_scale_task_count(
             min_capacity=deploy.worker_min_tasks, max_capacity=max(worker_max, 1)
         )
-        self._backlog_scaling(worker_scaling, queue, deploy)
+        self.worker_scaling = WorkerScaling(
+            self, "WorkerScaling", scaling=worker_scaling, queue=queue, cluster=self.cluster, service=self.worker,
+            backlog_per_task=deploy.worker_backlog_per_task,
+        )
         for task in (server_task, worker_task):
             nag.acknowledge(
                 task.obtain_execution_role(),
@@ -198,88 +201,6 @@ class GpuService(Construct):
             self,
             "AwsSolutions-ECS2",
             "Container environment holds only non-secret settings (bucket, prefixes, table, queue URL)",
-        )
-
-    def backlog_metrics(self, queue: sqs.IQueue) -> dict[str, cw.IMetric]:
-        """The queue's backlog (visible + in flight) and the worker service's running tasks, each minute."""
-        minute = cdk.Duration.minutes(1)
-        return {
-            "visible": queue.metric_approximate_number_of_messages_visible(period=minute, statistic="Maximum"),
-            "inflight": queue.metric_approximate_number_of_messages_not_visible(period=minute, statistic="Maximum"),
-            "tasks": cw.Metric(
-                namespace="ECS/ContainerInsights",
-                metric_name="RunningTaskCount",
-                dimensions_map={"ClusterName": self.cluster.cluster_name, "ServiceName": self.worker.service_name},
-                statistic="Average",
-                period=minute,
-            ),
-        }
-
-    def _backlog_scaling(self, scaling: ecs.ScalableTaskCount, queue: sqs.IQueue, deploy: GpuDeploy) -> None:
-        """Target tracking on backlog per task, and a step policy that starts the first task."""
-        metrics = self.backlog_metrics(queue)
-        queries = []
-        for name, metric in metrics.items():
-            config = metric.to_metric_config().metric_stat
-            assert config is not None
-            queries.append(
-                appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                    id=name,
-                    return_data=False,
-                    metric_stat=appscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-                        metric=appscaling.CfnScalingPolicy.TargetTrackingMetricProperty(
-                            namespace=config.namespace,
-                            metric_name=config.metric_name,
-                            dimensions=[
-                                appscaling.CfnScalingPolicy.TargetTrackingMetricDimensionProperty(
-                                    name=d.name, value=d.value
-                                )
-                                for d in config.dimensions or []
-                            ],
-                        ),
-                        stat=config.statistic,
-                    ),
-                )
-            )
-        queries.append(
-            appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                id="backlogpertask",
-                expression="(visible + inflight) / tasks",
-                label="Messages visible or in flight per running worker task",
-                return_data=True,
-            )
-        )
-        target = scaling.node.find_child("Target").node.default_child  # the ScalableTarget's CfnScalableTarget
-        assert isinstance(target, appscaling.CfnScalableTarget)
-        appscaling.CfnScalingPolicy(
-            self,
-            "WorkerBacklogPerTask",
-            policy_name=f"{cdk.Names.unique_id(self)}-backlog-per-task",
-            policy_type="TargetTrackingScaling",
-            scaling_target_id=target.ref,
-            target_tracking_scaling_policy_configuration=appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                target_value=deploy.worker_backlog_per_task,
-                customized_metric_specification=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                    metrics=queries
-                ),
-                scale_out_cooldown=60,
-                scale_in_cooldown=300,
-            ),
-        )
-        scaling.scale_on_metric(
-            "StartFirstWorker",
-            metric=cw.MathExpression(
-                expression="IF(tasks < 1, visible + inflight, 0)",
-                using_metrics=metrics,
-                period=cdk.Duration.minutes(1),
-                label="Backlog while no worker task runs",
-            ),
-            scaling_steps=[
-                appscaling.ScalingInterval(upper=0, change=0),
-                appscaling.ScalingInterval(lower=1, change=+1),
-            ],
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=cdk.Duration.minutes(3),
         )
 
     def _tasks_arn(self, *, shown: bool = False) -> str:
