@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import boto3
+from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.batch.chunked_jobs import chunk_batch, merge_step, plan_step
 from functions.contract.batch_plan import (
@@ -310,8 +311,14 @@ def plan_report(
         bucket, _, key = source[len("s3://"):].partition("/")
         if not bucket or not key:
             raise ValueError(f"{source}: expected s3://<bucket>/<key>")
-        size = int(boto3.client("s3", endpoint_url=endpoint_url).head_object(Bucket=bucket, Key=key)["ContentLength"])
         name = model or model_of_key(key)
+        if name is None:
+            raise ValueError(f"{source}: no catalog model's input prefix holds it; pass --model")
+        try:
+            head = boto3.client("s3", endpoint_url=endpoint_url).head_object(Bucket=bucket, Key=key)
+        except (BotoCoreError, ClientError) as exc:
+            raise ValueError(f"{source}: {exc}") from exc
+        size = int(head["ContentLength"])
     else:
         path = Path(source)
         if not path.is_file():

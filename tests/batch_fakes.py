@@ -53,6 +53,10 @@ class TinyPipeline:
         stall = os.environ.get("MAAS_TEST_STALL_ON")
         if stall and stall in features:
             time.sleep(3600)
+        crash, flag = os.environ.get("MAAS_TEST_CRASH_ONCE_ON"), os.environ.get("MAAS_TEST_CRASH_FLAG", "")
+        if crash and crash in features and flag and not os.path.exists(flag):
+            open(flag, "w").close()  # a marker: the next attempt, in any process, succeeds
+            raise RuntimeError("onnxruntime exploded")  # a fault of the system, not of a record
         return [embedding(x) for x in features]
 
     def finish(self, outputs: list[Any], prepared: Prepared[Any]) -> TaskResult:

@@ -265,3 +265,28 @@ def test_the_sample_events_replay_through_maas_invoke(monkeypatch: pytest.Monkey
     clear_clients()
     (job,) = response["jobs"]
     assert job["status"] == "completed" and job["counts"] == {"total": 3, "succeeded": 2, "failed": 1}
+
+
+def test_maas_batch_plan_prints_the_route_chunks_concurrency_time_and_cost(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from maas_dev.cli import app
+
+    small, large = tmp_path / "small.jsonl", tmp_path / "large.jsonl"
+    small.write_bytes(corpus(200))
+    large.write_bytes(corpus(60_000))  # ~7 MiB: over minilm-embed's 5.7 MiB threshold
+    runner = CliRunner()
+    direct = runner.invoke(app, ["batch", str(small), "--plan", "--model", MODEL])
+    assert direct.exit_code == 0, direct.output
+    assert "route       direct" in direct.output and "minilm-embed.json (mixed set, S3 job)" in direct.output
+    chunked = runner.invoke(app, ["batch", str(large), "--plan", "--model", MODEL, "--concurrency", "3"])
+    assert chunked.exit_code == 0, chunked.output
+    out = chunked.output
+    assert "route       state machine" in out and "concurrency 2 (MaxConcurrency 3)" in out
+    assert "chunks      2 of 5.7 MiB" in out and "wall time" in out and "cost        ~$" in out
+    assert "records in 2 chunks" in out
+    unknown = runner.invoke(app, ["batch", "s3://bucket/elsewhere/x.jsonl", "--plan"])
+    assert unknown.exit_code == 2 and "--model" in unknown.output and "input prefix" in unknown.output
+    unreachable = runner.invoke(app, ["batch", f"s3://bucket/inputs/{MODEL}/x.jsonl", "--plan", "--endpoint-url",
+                                      "http://127.0.0.1:9"])
+    assert unreachable.exit_code == 2 and "s3://bucket/inputs/" in " ".join(unreachable.output.split())

@@ -260,5 +260,26 @@ def test_a_chunk_killed_mid_way_and_run_again_leaves_the_output_unchanged(endpoi
     assert not s3.list_objects_v2(Bucket=BUCKET, Prefix=again["plan"]["run"]["prefix"]).get("Contents")
 
 
+def test_an_infrastructure_fault_fails_its_chunk_which_is_retried_and_changes_nothing(
+    endpoint: str, tmp_path: Path
+) -> None:
+    """Record errors are error lines (no chunk fails for them); a fault of the system (the runtime crashing) fails
+    the chunk it hit, the Map's retry runs it again, and the output is what an unfaulted run writes."""
+    lines = 20_000
+    write_corpus(tmp_path / "faulty.jsonl", lines)
+    env = environment(MAAS_CHUNK_BYTES=str(128 * 1024), MAAS_TEST_CRASH_ONCE_ON=text_of(12_345),
+                      MAAS_TEST_CRASH_FLAG=str(tmp_path / "crashed"))
+    faulted = run_job(tmp_path, endpoint, "inputs/tiny-embed/faulty.jsonl", upload=tmp_path / "faulty.jsonl",
+                      out=tmp_path / "faulty.out.jsonl", env=env)
+    assert isinstance(faulted, dict) and (tmp_path / "crashed").exists()
+    chunks = faulted["plan"]["chunks"]
+    assert faulted["attempts"] == chunks + 1 and faulted["processed"] == chunks  # one chunk ran twice
+    clean = run_job(tmp_path, endpoint, "inputs/tiny-embed/clean.jsonl", upload=tmp_path / "faulty.jsonl",
+                    out=tmp_path / "clean.out.jsonl", env=environment(MAAS_CHUNK_BYTES=str(128 * 1024)))
+    assert isinstance(clean, dict) and clean["attempts"] == chunks
+    assert (tmp_path / "faulty.out.jsonl").read_bytes() == (tmp_path / "clean.out.jsonl").read_bytes()
+    check_output(tmp_path / "faulty.out.jsonl", lines)
+
+
 def test_zz_report_the_measured_figures() -> None:
     print("\nchunked S3 job, tiny pipeline, 2 workers:", json.dumps(RESULTS, indent=1))
