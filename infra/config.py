@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from functions.contract import OPENAI_PATHS, Limits, Manifest, Task
+from functions.contract.batch_plan import BatchSizing, batch_sizing, read_batch_rate
 from functions.contract.catalog import CatalogEntry, GpuDeploy, LambdaDeploy
 from functions.contract.rules import queue_visibility_s
 from infra import guards
@@ -102,6 +103,19 @@ class ModelSpec:
     def artifact_s3_prefix(self) -> str:
         """Where ``maas publish`` puts this version: ``models/<name>/<version>``."""
         return f"models/{self.name}/{self.artifact.version}"
+
+    def batch_sizing(self, benchmarks_dir: Path, map_concurrency: int) -> BatchSizing:
+        """Where the model's uploads go and how its chunked jobs are cut: its measured rate (``maas bench``, else
+        its task's default) on its batch functions' memory and timeout."""
+        deploy = self.entry.deploy
+        memory = (deploy.batch_memory_mb or deploy.memory_mb) if isinstance(deploy, LambdaDeploy) else deploy.memory_mb
+        return batch_sizing(
+            read_batch_rate(benchmarks_dir, self.name, self.task),
+            memory_mb=memory,
+            timeout_s=deploy.batch_timeout_s,
+            map_concurrency=map_concurrency,
+            architecture=deploy.architecture if isinstance(deploy, LambdaDeploy) else "x86_64",
+        )
 
 
 def load_artifact(name: str, task: str, artifacts_dir: Path, *, allow_missing: bool) -> Artifact:

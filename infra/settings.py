@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from functions.contract.batch_plan import DEFAULT_MAP_CONCURRENCY
 from infra.errors import EnvironmentConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ ACCOUNT_RE = re.compile(r"^\d{12}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 # CloudWatch Logs accepts only these retention periods.
+MAP_CONCURRENCY_MAX = 10_000  # a Distributed Map runs at most this many child executions at once
 LOG_RETENTION_DAYS = (
     1,
     3,
@@ -104,6 +106,8 @@ class EnvironmentConfig:
     artifacts_dir: Path
     lambda_deps_dir: Path
     staging_dir: Path
+    # where `maas bench` records each model's rates (<model>.json): the batch routing and chunk sizes come from them
+    benchmarks_dir: Path = REPO_ROOT / "docs" / "benchmarks"
     packaging: Literal["strict", "preview"] = "strict"
     allow_missing_artifacts: bool = False
     availability_zones: tuple[str, ...] = ()
@@ -120,6 +124,8 @@ class EnvironmentConfig:
     # Reserved concurrency of each model's S3 and SQS functions (0 = unreserved): an upload burst cannot take
     # the account's concurrency from the HTTP functions. A catalog entry's batch_reserved_concurrency wins.
     batch_reserved_concurrency: int = 5
+    # MaxConcurrency of each model's chunked-job Distributed Map: the chunk functions running at once per job.
+    batch_map_concurrency: int = DEFAULT_MAP_CONCURRENCY
     waf: bool = True
     retain_data: bool = True
     api_timeout_quota_s: int = 29
@@ -160,7 +166,7 @@ class EnvironmentConfig:
         return f"{self.prefix}-api"
 
 
-_PATH_KEYS = ("catalog", "artifacts_dir", "lambda_deps_dir", "staging_dir")
+_PATH_KEYS = ("catalog", "artifacts_dir", "lambda_deps_dir", "staging_dir", "benchmarks_dir")
 
 
 def _camel(key: str) -> str:
@@ -178,6 +184,7 @@ def load_environment(
         "artifacts_dir": "artifacts",
         "lambda_deps_dir": "build/lambda-deps",
         "staging_dir": "build/infra-staging",
+        "benchmarks_dir": "docs/benchmarks",
         "tiers": DEFAULT_TIERS,
         "tenants": {},
     }
@@ -244,6 +251,8 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         require_alarm_subscription=_bool(raw.get("require_alarm_subscription", False), "requireAlarmSubscription"),
         models=tuple(_strings(raw.get("models", ()), "models")),
         batch_reserved_concurrency=_int(raw.get("batch_reserved_concurrency", 5), "batchReservedConcurrency", low=0),
+        batch_map_concurrency=_int(raw.get("batch_map_concurrency", DEFAULT_MAP_CONCURRENCY), "batchMapConcurrency",
+                                   low=1),
         waf=_bool(raw.get("waf", True), "waf"),
         retain_data=_bool(raw.get("retain_data", True), "retainData"),
         api_timeout_quota_s=_int(raw.get("api_timeout_quota_s", 29), "apiTimeoutQuotaS", low=1),
@@ -280,6 +289,10 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         raise EnvironmentConfigError("availabilityZones needs at least two zones (the load balancer needs two)")
     if config.nat_gateways > len(config.availability_zones):
         raise EnvironmentConfigError("natGateways cannot exceed the number of availability zones")
+    if config.batch_map_concurrency > MAP_CONCURRENCY_MAX:
+        raise EnvironmentConfigError(
+            f"batchMapConcurrency must be at most {MAP_CONCURRENCY_MAX} (Step Functions' Distributed Map limit)"
+        )
     top = max((t.rate_limit for t in tiers.values()), default=0)
     if config.stage_rate_limit < top:
         raise EnvironmentConfigError(

@@ -222,16 +222,38 @@ def invoke(
 
 @app.command()
 def batch(
-    input_file: Annotated[Path, typer.Argument(help="a JSONL/CSV file (or image) to run as an S3 batch job")],
-    model: Annotated[str, typer.Option(help="catalog name of a built model")],
+    source: Annotated[str, typer.Argument(help="a JSONL/CSV file (or image) to run, or with --plan: s3://bucket/key")],
+    model: Annotated[str | None, typer.Option(help="catalog name of a built model (default: from the key)")] = None,
     out: Annotated[Path | None, typer.Option(help="where to download the output")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="print the route, chunks, time and cost; run nothing")] = False,
+    route: Annotated[str, typer.Option(help="auto (by size, as deployed), direct or chunks")] = "auto",
+    workers: Annotated[int, typer.Option(help="processes running chunks (the Map's concurrency, locally)")] = 2,
+    concurrency: Annotated[
+        int | None, typer.Option(help="MaxConcurrency for --plan (default: the dev stage's batch_map_concurrency)")
+    ] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="running S3 endpoint (default: local moto)")] = None,
 ) -> None:
-    """Run an S3 batch job end to end through the real S3 handler against a local S3 API (moto) or --endpoint-url."""
-    os.environ.setdefault("MAAS_MODELS", resolve_model_uri(model))
-    from maas_dev.local_aws import run_s3_job
+    """Run an S3 batch job as deployed, against a local S3 (moto) or --endpoint-url: objects that fit one
+    invocation go to the S3 job function, larger ones through the state machine's plan, chunk and merge steps
+    (same handler, a process pool for the Map). --plan prints what the deployed stage would do with an object."""
+    from maas_dev.batch_local import plan_report, run_batch, sizing_for
 
-    result = run_s3_job(input_file, model=model, out=out, endpoint_url=endpoint_url)
+    if route not in ("auto", "direct", "chunks"):
+        raise typer.BadParameter("--route is auto, direct or chunks")
+    if plan:
+        try:
+            lines = plan_report(source, model=model, map_concurrency=concurrency, endpoint_url=endpoint_url)
+        except ValueError as exc:
+            console.print(str(exc), style="red", markup=False)
+            raise typer.Exit(2) from None
+        typer.echo("\n".join(lines))
+        return
+    if model is None:
+        raise typer.BadParameter("--model is required to run a local file")
+    os.environ.setdefault("MAAS_MODELS", resolve_model_uri(model))
+    result = run_batch(Path(source), model=model, route=route, workers=workers, out=out, endpoint_url=endpoint_url,
+                       sizing=sizing_for(model, map_concurrency=concurrency))
+    console.print(f"route: {result.route}")
     console.print_json(json.dumps(result.summary))
 
 

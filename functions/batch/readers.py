@@ -122,12 +122,15 @@ def _decode(raw: bytes | OversizedLine, number: int, limit: int) -> str | MaasEr
         return MalformedRecordError(f"line {number} is not UTF-8 text (byte {exc.start})")
 
 
-def read_jsonl(lines: Iterable[bytes | OversizedLine], *, max_line_bytes: int) -> Iterator[InputRecord]:
+def read_jsonl(
+    lines: Iterable[bytes | OversizedLine], *, max_line_bytes: int, first_line: int = 1
+) -> Iterator[InputRecord]:
     """JSON Lines: ``{"id": ..., "inputs": ..., "parameters"?: {...}}`` or ``{"id", "image": key}``.
 
-    Blank lines are not records and are skipped; every other line yields exactly one record.
+    Blank lines are not records and are skipped; every other line yields exactly one record. ``first_line`` is
+    the number of the first line given (a chunk of a larger object starts further down).
     """
-    for number, raw in enumerate(lines, start=1):
+    for number, raw in enumerate(lines, start=first_line):
         if not isinstance(raw, OversizedLine) and not raw.strip():
             continue
         text = _decode(raw, number, max_line_bytes)
@@ -191,24 +194,24 @@ def _is_unicode(text: str) -> bool:
 
 
 def read_csv(
-    lines: Iterable[bytes | OversizedLine], *, text_column: str, id_column: str, max_line_bytes: int
+    lines: Iterable[bytes | OversizedLine], *, text_column: str, id_column: str, max_line_bytes: int,
+    first_line: int = 1, header: list[str] | None = None, rows_before: int = 0,
 ) -> Iterator[InputRecord]:
     """CSV with a header row: ``text_column`` is the input, ``id_column`` (optional) the id.
 
     One record per physical line: a quoted field may not span lines (such a line is an error record).
-    Without an id column the id is the data row's number (1 = first row after the header).
+    Without an id column the id is the data row's number (1 = first row after the header). A chunk of a larger
+    object passes the object's ``header`` (its lines are all data rows), its ``first_line`` and the data rows
+    before it (``rows_before``), so numbers and ids are the whole object's.
     """
-    header: list[str] | None = None
-    row_number = 0
-    for number, raw in enumerate(lines, start=1):
+    row_number = rows_before
+    for number, raw in enumerate(lines, start=first_line):
         if not isinstance(raw, OversizedLine) and not raw.strip():
             continue
-        text = _decode(raw, number, max_line_bytes)
         if header is None:
-            if isinstance(text, MaasError):
-                raise MalformedRecordError(f"the CSV header (line {number}) is unreadable: {text.message}")
-            header = _parse_csv_line(text) or []
+            header = csv_header(raw, number, max_line_bytes)
             continue
+        text = _decode(raw, number, max_line_bytes)
         row_number += 1
         default_id: RecordId = row_number
         if isinstance(text, MaasError):
@@ -218,6 +221,14 @@ def read_csv(
         record = _record_from_row(row, header, number, default_id, text_column, id_column)
         record.size = len(raw) if isinstance(raw, bytes) else 0
         yield record
+
+
+def csv_header(raw: bytes | OversizedLine, number: int, max_line_bytes: int) -> list[str]:
+    """The column names of a CSV header line; an unreadable header rejects the whole object."""
+    text = _decode(raw, number, max_line_bytes)
+    if isinstance(text, MaasError):
+        raise MalformedRecordError(f"the CSV header (line {number}) is unreadable: {text.message}")
+    return _parse_csv_line(text) or []
 
 
 def _parse_csv_line(text: str) -> list[str] | None:

@@ -22,8 +22,9 @@ batch (same id, same body) shares its first copy's outcome; a second record that
 body is refused (poison), so that id is reported failed — no record is ever reported delivered without its
 reply.
 
-A message whose body is an S3 notification (a bucket notifying the queue, as infra wires GPU
-models) runs that S3 batch job instead (``s3_jobs``); its failure fails the message.
+A message whose body is an S3 notification (a bucket notifying a queue) or EventBridge's ``Object Created`` event
+(the batch bucket's EventBridge rule, as infra wires GPU models) runs that S3 batch job instead (``s3_jobs``); its
+failure fails the message.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from pydantic import ValidationError
 from functions.batch.exceptions import MessageInProgressError, PoisonMessageError, ReplyRefusedError
 from functions.batch.idempotency import persistence_layer
 from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination, allowlist_for
+from functions.batch.s3_events import is_object_created
 from functions.batch.s3_jobs import S3JobRunner
 from functions.batch.types import InferenceReply, InferenceRequest
 from functions.errors import MaasError
@@ -196,7 +198,7 @@ class SqsInferenceRunner:
                 continue
             try:
                 body = _json_body(record)
-                if _is_s3_notification(body):
+                if is_s3_event(body):
                     prepared.append(Prepared(s3_event=body))
                     continue
                 request, destination = self._parse(body)
@@ -307,10 +309,11 @@ def _json_body(record: SQSRecord) -> Any:
         raise PoisonMessageError(f"message body could not be read: {str(exc).split(';')[0]}") from None
 
 
-def _is_s3_notification(body: Any) -> bool:
+def is_s3_event(body: Any) -> bool:
+    """An S3 notification (or its test event) or EventBridge's Object Created event: a message that is a job."""
     if not isinstance(body, dict):
         return False
-    if body.get("Event") == "s3:TestEvent":  # sent once when a notification is configured
+    if body.get("Event") == "s3:TestEvent" or is_object_created(body):  # the test event: sent once, when configured
         return True
     records = body.get("Records")
     return isinstance(records, list) and bool(records) and isinstance(records[0], dict) and \

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from functions.errors import MaasError, printable
 
-JobStatus = Literal["completed", "rejected", "superseded"]
+# failed: a chunked job whose execution failed after its retries (redrive it; the summary says how)
+JobStatus = Literal["completed", "rejected", "superseded", "failed"]
 
 
 class ErrorBody(TypedDict):
@@ -44,6 +45,16 @@ class JobCounts(TypedDict):
     failed: int
 
 
+class RunInfo(TypedDict):
+    """How a chunked job ran (the state machine route): its chunks and its execution."""
+
+    route: Literal["state-machine", "local"]
+    execution: str
+    chunks: int
+    chunk_bytes: int
+    redrive: NotRequired[str]
+
+
 class JobSummary(TypedDict):
     status: JobStatus
     model: str
@@ -57,6 +68,7 @@ class JobSummary(TypedDict):
     started_at: str
     duration_s: float
     error: ErrorBody | None
+    run: NotRequired[RunInfo]
 
 
 class InferenceRequest(BaseModel):

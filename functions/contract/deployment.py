@@ -19,6 +19,8 @@ HANDLERS = {
     "http": "functions.handlers.http.handler",
     "s3": "functions.handlers.s3.handler",
     "sqs": "functions.handlers.sqs.handler",
+    # the Step Functions steps of a chunked S3 job (plan, chunk, merge) and its failure notice
+    "chunk": "functions.handlers.chunk.handler",
 }
 # Every function is invoked through this alias; `maas rollback` moves it to an earlier, retained version.
 LIVE_ALIAS = "live"
@@ -88,6 +90,17 @@ CACHE_DIR = "/tmp/maas-artifacts"  # where artifacts read from S3 are cached (La
 REPLIES_DIR = "replies/"
 IDEMPOTENCY_DIR = ".idempotency/"
 IDEMPOTENCY_TTL_DAYS = 7
+# A chunked S3 job's working files (plan, chunk outputs, the Map's results) live below <output prefix>RUNS_DIR;
+# the merge deletes them, and a lifecycle rule expires what a run abandoned after RUNS_TTL_DAYS.
+RUNS_DIR = ".runs/"
+RUNS_TTL_DAYS = 14  # Step Functions keeps an execution redrivable for 14 days
+JOB_TIMEOUT_S = 24 * 3600  # a chunked job's execution ends (TIMED_OUT) after this
+
+# Every finished S3 job (either route) is announced on EventBridge: the uploader subscribes with a rule on
+# source JOB_EVENT_SOURCE, detail-type JOB_EVENT_DETAIL_TYPE (detail: the summary's status, input, output, counts).
+JOB_EVENT_SOURCE = "maas.batch"
+JOB_EVENT_BUS = "default"  # the account's default bus, as deployed
+JOB_EVENT_DETAIL_TYPE = "Batch Job Finished"
 
 
 # What the HTTP path publishes per request (CloudWatch EMF, functions/telemetry.py) and the per-model dashboards
@@ -136,6 +149,12 @@ class RuntimeEnvironment(BaseModel):
     microbatch: bool | None = None
     microbatch_wait_ms: float | None = None
     queue_url: str | None = None
+    # The queue worker: each message's own deadline (seconds from its receipt), extended by a heartbeat until then.
+    message_budget_s: int | None = None
+    # Input bytes per chunk of a chunked S3 job (infra derives it from the model's batch rate).
+    chunk_bytes: int | None = None
+    # The EventBridge bus finished jobs are announced on (unset: not announced).
+    job_event_bus: str | None = None
     # Seconds between the server's InFlight reports (0 = none: Lambda serves one request at a time).
     load_metrics_interval_s: float | None = None
     # Seconds one HTTP request may take end to end: the API Gateway integration timeout (GPU server) or the HTTP

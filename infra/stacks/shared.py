@@ -23,7 +23,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
+from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS, RUNS_DIR, RUNS_TTL_DAYS
 from infra import nag, packaging
 from infra.config import ModelSpec
 from infra.constructs.alarms import ApiAlarms
@@ -70,6 +70,14 @@ class SharedStack(cdk.Stack):
         )
         self.batch_bucket = self._data_bucket(
             "BatchBucket", "batch", removal, versioned=True, lifecycle_rules=_batch_lifecycle(settings, models)
+        )
+        # Every event of the batch bucket goes to EventBridge, where each model stack's own rules pick its uploads
+        # (by prefix, and by size: docs/batch.md). Set here, natively, once: no model stack edits the bucket's
+        # notification configuration (CDK's notification custom resource read, merged and rewrote it per stack).
+        cfn_bucket = self.batch_bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True)
         )
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", display_name=f"{settings.prefix} alarms", master_key=self.data_key, enforce_ssl=True
@@ -346,6 +354,16 @@ def _batch_lifecycle(settings: EnvironmentConfig, models: Sequence[ModelSpec]) -
             id=f"expire-idempotency-{spec.name}",
             prefix=f"{spec.output_prefix}{IDEMPOTENCY_DIR}",
             expiration=idempotency_days,
+        )
+        for spec in models
+    ]
+    # A chunked job's working files (chunk list, chunk outputs, the Map's results) are deleted by its merge; a run
+    # that failed keeps them for a redrive, which Step Functions allows for 14 days. Then they go.
+    rules += [
+        s3.LifecycleRule(
+            id=f"expire-runs-{spec.name}",
+            prefix=f"{spec.output_prefix}{RUNS_DIR}",
+            expiration=cdk.Duration.days(RUNS_TTL_DAYS + 1),
         )
         for spec in models
     ]

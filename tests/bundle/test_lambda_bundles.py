@@ -27,6 +27,7 @@ from maas_dev.gateway import adapter
 from maas_dev.gateway.local import TaskRoots
 from maas_dev.gateway.stage import FunctionDef, stage_functions
 from maas_dev.lambda_bundle import BundleRun, can_isolate, run_bundle
+from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
 from tests.bundle.conftest import ACCOUNT, REGION, REPO, STAGE
 from tests.conftest import EVENTS_DIR, ensure_artifact
 
@@ -119,6 +120,10 @@ def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
 
 def _targets(event: dict[str, Any], function: Function) -> bool:
     """Whether ``event`` is one this function receives as deployed."""
+    if event.get("source") == "aws.s3":  # EventBridge's Object Created: the small-object rule targets the S3 function
+        return function.kind == "s3" and event["detail"]["object"]["key"].startswith(f"inputs/{function.model}/")
+    if "step" in event or "BatchInput" in event or event.get("source") == "aws.states":  # the state machine's steps
+        return function.kind == "chunk" and f"maas-dev-{function.model}-jobs" in json.dumps(event)
     records = event.get("Records")
     if records:
         source = records[0].get("eventSource")
@@ -143,12 +148,18 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     event = json.loads(json.dumps(event))
     records = event.get("Records") or []
     bucket = aws["BUCKET"]
+    created = event if event.get("source") == "aws.s3" else event.get("event")
+    if isinstance(created, dict) and created.get("source") == "aws.s3":  # Object Created, alone or in a plan step
+        # the chunked route gets its own copy: the direct route's summary of the same version would end its plan
+        key = SAMPLE_KEY if created is event else SAMPLE_KEY.replace(".jsonl", " (chunked).jsonl")
+        put = _put_sample(aws, key)
+        created["detail"]["bucket"]["name"] = bucket
+        created["resources"] = [f"arn:aws:s3:::{bucket}"]
+        created["detail"]["object"].update(key=quote_plus(key, safe="/"), size=len(SAMPLE_JSONL),
+                                           etag=put["ETag"].strip('"'), **{"version-id": put["VersionId"]})
     for record in records:
         if record.get("eventSource") == "aws:s3":
-            s3 = _client("s3", aws)
-            from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
-
-            put = s3.put_object(Bucket=bucket, Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
+            put = _put_sample(aws)
             record["s3"]["bucket"]["name"] = bucket
             record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
             record["s3"]["object"].update(
@@ -161,6 +172,29 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
             record["body"] = record["body"].replace(
                 "s3://maas-local/replies/", f"s3://{bucket}/outputs/{function.model}/replies/"
             )
+    return event
+
+
+_UPLOADED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _put_sample(aws: dict[str, str], key: str = SAMPLE_KEY) -> dict[str, Any]:
+    """Upload the object the sample events announce (maas_dev.local_aws.SAMPLE_JSONL) to the stage's bucket, once:
+    every event that names it announces the same version (a second upload would make the first events stale)."""
+    if (aws["AWS_ENDPOINT_URL"], key) not in _UPLOADED:
+        _UPLOADED[aws["AWS_ENDPOINT_URL"], key] = _client("s3", aws).put_object(
+            Bucket=aws["BUCKET"], Key=key, Body=SAMPLE_JSONL)
+    return _UPLOADED[aws["AWS_ENDPOINT_URL"], key]
+
+
+def _with_run(event: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A chunk or merge step as the state machine builds it for the run the plan step returned."""
+    event = json.loads(json.dumps(event))
+    if "BatchInput" in event:
+        event["BatchInput"]["run"] = run
+        event["Items"][0].update(end=run["job"]["size"])
+    elif event.get("step") == "merge":
+        event["run"] = run
     return event
 
 
@@ -225,18 +259,28 @@ def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bu
 ) -> None:
     functions = stage
     assert {f.model for f in functions} == {"minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"}
-    assert sorted(f.kind for f in functions) == sorted(["http", "s3", "sqs"] * 4)
+    assert sorted(f.kind for f in functions) == sorted(["http", "s3", "sqs", "chunk"] * 4)
     served: dict[str, list[str]] = {}
     for function in functions:
         events = [(path.name, json.loads(path.read_text())) for path in EVENTS if not _authorizer_event(path)]
         mine = [(name, _adapt(event, function, aws)) for name, event in events if _targets(event, function)]
-        run = _run(function, [event for _, event in mine], task_roots, aws, lambda_python, runtime_dir)
+        runs = []
+        if function.kind == "chunk" and mine:  # the plan first: the later steps carry the run it returns
+            plans = [(name, event) for name, event in mine if event.get("step") == "plan"]
+            runs.append((plans, _run(function, [e for _, e in plans], task_roots, aws, lambda_python, runtime_dir)))
+            run_ref = runs[0][1].results[0]["response"]["run"]
+            later = [(name, _with_run(event, run_ref)) for name, event in mine if event.get("step") != "plan"]
+            runs.append((later, _run(function, [e for _, e in later], task_roots, aws, lambda_python, runtime_dir)))
+        else:
+            runs.append((mine, _run(function, [event for _, event in mine], task_roots, aws, lambda_python,
+                                    runtime_dir)))
         where = f"{function.model} {function.kind}"
-        assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
-        assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
-        assert ("boto3" in run.modules) == (function.kind != "http"), where  # ~1 s of init the HTTP path never pays
-        for (name, _), result in zip(mine, run.results, strict=True):
-            _check(name, function, result, aws)
+        for given, run in runs:
+            assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
+            assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
+            assert ("boto3" in run.modules) == (function.kind != "http"), where  # ~1 s of init HTTP never pays
+            for (name, _), result in zip(given, run.results, strict=True):
+                _check(name, function, result, aws)
         served[where] = [name for name, _ in mine]
     # every event in events/ was delivered to at least one function, and every HTTP function got one
     served_events = {name for names in served.values() for name in names}
@@ -261,6 +305,19 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
         assert result["ok"], (where, result)
         (job,) = result["response"]["jobs"]
         assert job["status"] == "completed" and job["counts"] == {"total": 3, "succeeded": 2, "failed": 1}, where
+        return
+    if function.kind == "chunk":  # plan, the Map's batch, merge, then a failure notice for a job that completed
+        assert result["ok"], (where, result)
+        response = result["response"]
+        if name.endswith("_plan.json"):
+            assert response["route"] == "chunks" and response["chunks"] == 1, where
+        elif name.endswith("_chunk.json"):
+            (chunk,) = response["chunks"]
+            assert chunk["counts"] == {"total": 3, "succeeded": 2, "failed": 1} and not chunk["skipped"], where
+        elif name.endswith("_merge.json"):
+            assert response["status"] == "completed" and response["counts"]["total"] == 3, where
+        else:
+            assert response == {"status": "ignored"}, where  # the job completed: a late failure notice changes nothing
         return
     assert result["ok"], (where, result)
     response = result["response"]

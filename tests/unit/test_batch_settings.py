@@ -116,6 +116,9 @@ def test_every_variable_infra_writes_is_a_setting_the_runtime_reads(monkeypatch)
         load_metrics_interval_s=10.0,
         request_timeout_s=25.0,
         batch_memory_mb=4096,
+        chunk_bytes=5_994_090,
+        job_event_bus="default",
+        message_budget_s=600,
     )
     fields = RuntimeEnvironment.maas_fields()
     assert set(fields) <= set(Settings.model_fields)
