@@ -337,7 +337,7 @@ def _batch_lifecycle(settings: EnvironmentConfig, models: Sequence[ModelSpec]) -
     records' TTL, in case a function ever runs without its table.
     """
     retention = cdk.Duration.days(settings.batch_retention_days)
-    # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
+    # inputs/<model>/ is watched by each model's EventBridge rules; outputs/<model>/ is only written.
     rules = [
         s3.LifecycleRule(id="expire-inputs", prefix="inputs/", expiration=retention),
         s3.LifecycleRule(id="expire-outputs", prefix="outputs/", expiration=retention),
