@@ -19,7 +19,7 @@ from functions.contract.batch_plan import DEFAULT_MAP_CONCURRENCY
 from infra.config import load_models
 from infra.constructs.batch_state_machine import CHUNK_FUNCTION, definition
 from tests.infra import asl
-from tests.infra.conftest import ACCOUNT, REGION, REPO, STAGE, Synth, lambda_entry
+from tests.infra.conftest import ACCOUNT, REGION, REPO, STAGE, Synth, function_handler, lambda_entry
 
 BATCH_BUCKET = f"maas-{STAGE}-batch-{ACCOUNT}-{REGION}"
 
@@ -81,7 +81,7 @@ def test_each_lambda_model_has_its_state_machine_with_logs_tracing_and_the_stage
         resources = default_app.json(stack)["Resources"]
         function = resources[resources[alias]["Properties"]["FunctionName"]["Ref"]]["Properties"]
         assert resources[alias]["Properties"]["Name"] == "live"
-        assert function["Handler"] == "functions.handlers.chunk.handler"
+        assert function_handler(function) == "functions.handlers.chunk.handler"
         assert props["LoggingConfiguration"]["Level"] == "ALL" and props["TracingConfiguration"] == {"Enabled": True}
 
 
@@ -137,7 +137,7 @@ def test_uploads_are_routed_by_size_at_the_threshold_of_the_committed_benchmark(
         small, large = by_size[("<=", threshold)], by_size[(">", threshold)]
         resources = default_app.json(stack)["Resources"]
         alias = resources[small[0]["Arn"]["Ref"]]
-        assert resources[alias["Properties"]["FunctionName"]["Ref"]]["Properties"]["Handler"] == \
+        assert function_handler(resources[alias["Properties"]["FunctionName"]["Ref"]]["Properties"]) == \
             "functions.handlers.s3.handler"
         machine_id, _ = _state_machine(default_app, stack)
         assert large[0]["Arn"] == {"Ref": machine_id} and "RoleArn" in large[0]
