@@ -18,6 +18,12 @@ class MaasError(Exception):
         self.details = details
 
 
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (a lone surrogate such as ``\\ud800``, quoted from a caller's input)
+    replaced by U+FFFD, so an error message about bad text can always be sent."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 class SettingsError(MaasError):
     """The runtime's configuration (``MAAS_*``) is unsafe or malformed; raised at init, before any request."""
 
@@ -38,6 +44,13 @@ class PayloadTooLargeError(MaasError):
 class UnsupportedMediaTypeError(MaasError):
     status_code = 415
     code = "unsupported_media_type"
+
+
+class ClientDisconnectedError(MaasError):
+    """The caller went away while its request was being worked on; the work stops (nginx's 499)."""
+
+    status_code = 499
+    code = "client_disconnected"
 
 
 class ModelNotFoundError(MaasError):

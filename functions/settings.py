@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from functions.contract.deployment import CACHE_DIR, ENV_PREFIX, IDEMPOTENCY_DIR
+from functions.contract.deployment import CACHE_DIR, ENV_PREFIX, IDEMPOTENCY_DIR, RUNS_DIR
 from functions.errors import SettingsError
 
 _MIN_PART_BYTES = 5 * 1024 * 1024  # S3's minimum multipart part size (all parts but the last)
@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     # Seconds between reports of the requests in flight or waiting (EMF metric InFlight); the GPU service
     # scales on it. 0 = never (Lambda: one request per execution environment).
     load_metrics_interval_s: float = Field(0.0, ge=0, le=300)
+    # A request's body must arrive whole within ``body_timeout_s`` (408 + Connection: close otherwise). It is
+    # read before the request takes an admission slot, so slow or idle uploads never hold one; at most
+    # ``max_body_readers`` bodies are in transit at once (0 = no cap; beyond: 429), bounding their memory.
+    body_timeout_s: float = Field(10.0, gt=0)
+    max_body_readers: int = Field(128, ge=0)
+    # Seconds a request may take end to end (0 = no limit of its own): infra sets the API Gateway integration
+    # timeout (GPU server) or the function's timeout (Lambda). Generation ends early enough to answer in time, with
+    # finish_reason "length"; on Lambda the invocation's own remaining time counts too, whichever is sooner.
+    request_timeout_s: float = Field(0.0, ge=0)
 
     # --- S3 and SQS batch paths ------------------------------------------------------------------------
     # The bucket whose ``input_prefix`` triggers jobs; empty accepts events from any bucket (local runs).
@@ -75,15 +84,26 @@ class Settings(BaseSettings):
     max_line_bytes: int = Field(1024 * 1024, ge=1024)
     # Objects larger than this are rejected (summary only).
     max_object_bytes: int = Field(2 * 1024**3, ge=1)
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
     # Records buffered and sorted by length before chunking (less padding); multiple of max_batch.
     window_batches: int = Field(8, ge=1, le=64)
     output_part_bytes: int = Field(8 * 1024 * 1024, ge=_MIN_PART_BYTES)
+    # The function's memory, of which a batch job holds at most a quarter as input (lines, images) at once.
+    # 0 = the Lambda context's memory_limit_in_mb (2048 without a context); set it where there is no Lambda.
+    batch_memory_mb: int = Field(0, ge=0)
+    # Chunked S3 jobs (the Step Functions route): input bytes per chunk; a chunk closes at the next window of
+    # records once it holds this many (infra sets it from the model's measured rate, docs/batch.md).
+    chunk_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # EventBridge bus every finished job is announced on (source maas.batch); empty = not announced.
+    job_event_bus: str = ""
 
     # --- queue worker (GPU container) --------------------------------------------------------------------
     queue_url: str = ""
     wait_seconds: int = Field(20, ge=0, le=20)  # SQS long polling
     max_messages: int = Field(10, ge=1, le=10)
+    # Each message's own deadline from when it is received (0 = the queue's visibility timeout); its visibility is
+    # extended every heartbeat_s seconds (0 = a third of the visibility timeout) until then.
+    message_budget_s: int = Field(0, ge=0)
+    heartbeat_s: float = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:
@@ -106,6 +126,11 @@ class Settings(BaseSettings):
     def idempotency_prefix(self) -> str:
         """Where the S3 fallback idempotency store keeps its records (below the output prefix)."""
         return self.output_prefix + IDEMPOTENCY_DIR
+
+    @property
+    def runs_prefix(self) -> str:
+        """Where chunked jobs keep their plan and chunk outputs until the merge (below the output prefix)."""
+        return self.output_prefix + RUNS_DIR
 
 
 def check_prefixes(input_prefix: str, output_prefix: str) -> None:

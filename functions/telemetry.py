@@ -40,6 +40,7 @@ INPUT_TOKENS = HttpMetric.INPUT_TOKENS.value
 OUTPUT_TOKENS = HttpMetric.OUTPUT_TOKENS.value
 COLD_START = HttpMetric.COLD_START.value
 ERRORS_BY_CODE = HttpMetric.ERRORS_BY_CODE.value
+IN_FLIGHT = HttpMetric.IN_FLIGHT.value
 
 _cold_models: set[str] = set()
 
@@ -57,6 +58,14 @@ def request_scope(request_id: str) -> Iterator[None]:
         yield
     finally:
         logger.thread_safe_remove_keys(["request_id"])
+
+
+def publish_load(*, in_flight: int, waiting: int) -> None:
+    """One load report of this server process (EMF, dimension ``service``): requests running or waiting."""
+    document = EphemeralMetrics(namespace=NAMESPACE)
+    document.add_dimension(name="service", value=SERVICE)
+    document.add_metric(name=IN_FLIGHT, unit=MetricUnit.Count, value=in_flight + waiting)
+    document.flush_metrics()
 
 
 @dataclass
@@ -99,4 +108,13 @@ class RequestMetrics:
             by_code.flush_metrics()
 
 
-__all__ = ["NAMESPACE", "SERVICE", "MetricUnit", "RequestMetrics", "logger", "metrics", "request_scope"]
+__all__ = [
+    "NAMESPACE",
+    "SERVICE",
+    "MetricUnit",
+    "RequestMetrics",
+    "logger",
+    "metrics",
+    "publish_load",
+    "request_scope",
+]

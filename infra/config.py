@@ -19,12 +19,16 @@ from typing import Literal
 from pydantic import ValidationError
 
 from functions.contract import OPENAI_PATHS, Limits, Manifest, Task
+from functions.contract.batch_plan import BatchSizing, batch_sizing, read_batch_rate
 from functions.contract.catalog import CatalogEntry, GpuDeploy, LambdaDeploy
 from functions.contract.rules import queue_visibility_s
 from infra import guards
 from infra.errors import MissingArtifactError
 
 Deploy = LambdaDeploy | GpuDeploy
+# Tasks whose HTTP responses stream (server-sent events, token by token): on Lambda through the Lambda Web Adapter
+# in the model's image, on a GPU task straight from uvicorn; their API Gateway integrations use STREAM transfer mode.
+STREAMING_TASKS = frozenset({Task.TEXT_GENERATION})
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,11 @@ class ModelSpec:
         return self.entry.output_prefix
 
     @property
+    def streams(self) -> bool:
+        """Whether the model's HTTP responses stream (its integrations use STREAM transfer mode)."""
+        return self.entry.task in STREAMING_TASKS
+
+    @property
     def queue_visibility_s(self) -> int:
         """The model's queue visibility timeout (the entry's own, else 6 x batch timeout + window)."""
         return queue_visibility_s(self.entry.deploy)
@@ -94,6 +103,19 @@ class ModelSpec:
     def artifact_s3_prefix(self) -> str:
         """Where ``maas publish`` puts this version: ``models/<name>/<version>``."""
         return f"models/{self.name}/{self.artifact.version}"
+
+    def batch_sizing(self, benchmarks_dir: Path, map_concurrency: int) -> BatchSizing:
+        """Where the model's uploads go and how its chunked jobs are cut: its measured rate (``maas bench``, else
+        its task's default) on its batch functions' memory and timeout."""
+        deploy = self.entry.deploy
+        memory = (deploy.batch_memory_mb or deploy.memory_mb) if isinstance(deploy, LambdaDeploy) else deploy.memory_mb
+        return batch_sizing(
+            read_batch_rate(benchmarks_dir, self.name, self.task),
+            memory_mb=memory,
+            timeout_s=deploy.batch_timeout_s,
+            map_concurrency=map_concurrency,
+            architecture=deploy.architecture if isinstance(deploy, LambdaDeploy) else "x86_64",
+        )
 
 
 def load_artifact(name: str, task: str, artifacts_dir: Path, *, allow_missing: bool) -> Artifact:
@@ -153,6 +175,7 @@ def load_models(
                 entry.deploy,
                 artifact_bytes=artifact.total_bytes,
                 runtime_bytes=runtime_bytes[entry.deploy.architecture],
+                streams=entry.task in STREAMING_TASKS,
             )
         else:
             guards.check_gpu_memory(name, entry.deploy, artifact_bytes=artifact.total_bytes)

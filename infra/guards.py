@@ -36,9 +36,23 @@ def check_api_timeout(name: str, deploy: CommonDeploy, *, api_timeout_quota_s: i
 
 
 def check_lambda_sizing(
-    name: str, deploy: LambdaDeploy, *, artifact_bytes: int, runtime_bytes: int
+    name: str, deploy: LambdaDeploy, *, artifact_bytes: int, runtime_bytes: int, streams: bool = False
 ) -> Literal["zip", "image"]:
-    """Check memory and storage against the model's size; choose zip or image from the 250 MB unzipped limit."""
+    """Check memory and storage against the model's size; choose zip or image from the 250 MB unzipped limit.
+
+    A model whose responses stream ships as an image whatever its size: the Lambda Web Adapter that streams them
+    is part of the image (docker/lambda.Dockerfile, target ``stream``).
+    """
+    if streams and deploy.package == "zip":
+        raise CatalogError(
+            f'model {name!r}: package = "zip", but its task streams tokens through the Lambda Web Adapter, which '
+            f'ships in the model\'s container image: remove package (or set "image")'
+        )
+    if streams and deploy.snap_start:
+        raise CatalogError(
+            f"model {name!r}: snap_start is for zip packages, and a streaming model ships as a container image; "
+            "remove snap_start"
+        )
     model_mb = _mib(artifact_bytes)
     needed_memory = needed_memory_mb(artifact_bytes)
     if needed_memory > aws.LAMBDA_MEMORY_MAX_MB:
@@ -73,7 +87,7 @@ def check_lambda_sizing(
             f"model {name!r}: about {_mib(image_bytes)} MB as a container image exceeds Lambda's 10 GB image "
             f'limit: deploy it with target = "gpu"'
         )
-    if deploy.package == "image" or not fits_zip:
+    if deploy.package == "image" or not fits_zip or streams:
         return "image"
     return "zip"
 

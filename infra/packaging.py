@@ -203,6 +203,31 @@ def stage_lambda_zip(spec: ModelSpec, env: EnvironmentConfig, *, architecture: s
     return out
 
 
+# What the API authorizer's zip holds: its handler's import closure, standard library and boto3 aside (the bundle
+# test runs it from the zip with nothing else on sys.path, so a module missing here fails there).
+AUTHORIZER_MODULES = (
+    "__init__.py",
+    "handlers/__init__.py",
+    "handlers/authorizer.py",
+    "web/__init__.py",
+    "web/api_keys.py",
+)
+
+
+def stage_authorizer_zip(env: EnvironmentConfig) -> Path:
+    """Stage the API authorizer's zip: a few maas modules, no third-party package (its handler needs only the
+    standard library and the boto3 the Lambda runtime provides), compiled by Lambda's Python when strict. A preview
+    stages the same code: it needs neither dependencies nor a model."""
+    out = _fresh(env.staging_dir / env.stage / "_authorizer" / "zip")
+    for module in AUTHORIZER_MODULES:
+        target = out / "functions" / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _link(FUNCTIONS_DIR / module, target)
+    if env.packaging == "strict":
+        compile_runtime(out / "functions")
+    return out
+
+
 def compile_runtime(functions_dir: Path) -> None:
     """Precompile the staged runtime with Lambda's Python (unchecked-hash bytecode: valid whatever the file times
     after unzipping), as the dependencies are: Lambda's task root is read-only, so a module without bytecode is
@@ -227,9 +252,10 @@ def _stage_preview(out: Path) -> Path:
 
 
 def stage_docker_context(spec: ModelSpec, env: EnvironmentConfig, *, dockerfile: Path) -> Path:
-    """Stage a minimal Docker build context: Dockerfile, the model's part of the lock, ``functions/`` and
-    the artifact. A ``gpu`` model's lock leaves onnxruntime out (its image installs onnxruntime-gpu) and
-    comes with ``constraints.txt``, the whole lock without hashes, for the image's other packages."""
+    """Stage a minimal Docker build context: Dockerfile, the model's part of the lock, ``constraints.txt`` (the
+    whole lock without hashes, for the packages an image adds beyond it: the GPU server's onnxruntime-gpu and
+    uvicorn, the streaming Lambda image's uvicorn), ``functions/`` and the artifact. A ``gpu`` model's lock leaves
+    onnxruntime out (its image installs onnxruntime-gpu)."""
     out = _fresh(env.staging_dir / env.stage / spec.name / "image")
     shutil.copy2(dockerfile, out / "Dockerfile")
     # The lock is source, not a build output: required in preview too.
@@ -240,8 +266,7 @@ def stage_docker_context(spec: ModelSpec, env: EnvironmentConfig, *, dockerfile:
     sets = dependency_sets(lockfile.select(pins, leave_out=["onnxruntime"]) if gpu else pins)
     wanted = [pin for extra in (None, *extras_for(spec.task)) for pin in sets[extra].values()]
     (out / "requirements.lock").write_text(lockfile.render(wanted), encoding="utf-8")
-    if gpu:
-        (out / "constraints.txt").write_text(lockfile.constraints(pins.values()), encoding="utf-8")
+    (out / "constraints.txt").write_text(lockfile.constraints(pins.values()), encoding="utf-8")
     _link_tree(FUNCTIONS_DIR, out / "functions")
     (out / "artifacts" / spec.name).mkdir(parents=True, exist_ok=True)
     _stage_artifact(spec, env, out)

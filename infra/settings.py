@@ -13,10 +13,11 @@ import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from functions.contract.batch_plan import DEFAULT_MAP_CONCURRENCY
 from infra.errors import EnvironmentConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ ACCOUNT_RE = re.compile(r"^\d{12}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 # CloudWatch Logs accepts only these retention periods.
+MAP_CONCURRENCY_MAX = 10_000  # a Distributed Map runs at most this many child executions at once
 LOG_RETENTION_DAYS = (
     1,
     3,
@@ -53,20 +55,44 @@ LOG_RETENTION_DAYS = (
 
 @dataclass(frozen=True)
 class UsageTier:
-    """One tenant tier: an API Gateway usage plan with throttling and a quota per API key."""
+    """One tenant tier: an API Gateway usage plan with throttling and a quota per API key.
+
+    Generation routes (every method of a text-generation model) get their own, lower per-method throttle in the
+    plan: one request there holds a function for seconds, where an embedding takes milliseconds.
+    """
 
     name: str
     rate_limit: float
     burst_limit: int
     quota_limit: int
     quota_period: Literal["DAY", "WEEK", "MONTH"]
+    generation_rate_limit: float = 1
+    generation_burst_limit: int = 2
 
 
 DEFAULT_TIERS: dict[str, dict[str, Any]] = {
-    "free": {"rate_limit": 5, "burst_limit": 10, "quota_limit": 10_000, "quota_period": "DAY"},
-    "standard": {"rate_limit": 50, "burst_limit": 100, "quota_limit": 1_000_000, "quota_period": "MONTH"},
-    "premium": {"rate_limit": 200, "burst_limit": 400, "quota_limit": 10_000_000, "quota_period": "MONTH"},
-}
+    "free": {
+        "rate_limit": 5, "burst_limit": 10, "quota_limit": 10_000, "quota_period": "DAY",
+        "generation_rate_limit": 1, "generation_burst_limit": 2,
+    },
+    "standard": {
+        "rate_limit": 50, "burst_limit": 100, "quota_limit": 1_000_000, "quota_period": "MONTH",
+        "generation_rate_limit": 5, "generation_burst_limit": 10,
+    },
+    "premium": {
+        "rate_limit": 200, "burst_limit": 400, "quota_limit": 10_000_000, "quota_period": "MONTH",
+        "generation_rate_limit": 20, "generation_burst_limit": 40,
+    },
+}  # fmt: skip
+# How callers authenticate: bearer keys checked by the Lambda authorizer (usage plans fed by it), or SigV4 (IAM
+# principals of the account) with API Gateway's own x-api-key for the usage plans.
+API_AUTH_MODES = ("bearer", "iam")
+AUTHORIZER_CACHE_TTL_MAX_S = 3600  # API Gateway's maximum
+# Security policies of a custom domain (TLS 1.2 at least; the TLS 1.3 regional policies of 2025).
+DOMAIN_SECURITY_POLICIES = ("TLS_1_2", "TLS13_1_3_2025_09", "TLS13_1_2_PQ_2025_09", "TLS13_1_2_PFS_PQ_2025_09")
+DOMAIN_RE = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+CERTIFICATE_RE = re.compile(r"^arn:aws[a-z-]*:acm:([a-z0-9-]+):(\d{12}):certificate/[0-9a-f-]{36}$")
+BASE_PATH_RE = re.compile(r"^[A-Za-z0-9._~-]{1,64}(/[A-Za-z0-9._~-]{1,64})?$")
 
 
 @dataclass(frozen=True)
@@ -80,6 +106,8 @@ class EnvironmentConfig:
     artifacts_dir: Path
     lambda_deps_dir: Path
     staging_dir: Path
+    # where `maas bench` records each model's rates (<model>.json): the batch routing and chunk sizes come from them
+    benchmarks_dir: Path = REPO_ROOT / "docs" / "benchmarks"
     packaging: Literal["strict", "preview"] = "strict"
     allow_missing_artifacts: bool = False
     availability_zones: tuple[str, ...] = ()
@@ -96,6 +124,8 @@ class EnvironmentConfig:
     # Reserved concurrency of each model's S3 and SQS functions (0 = unreserved): an upload burst cannot take
     # the account's concurrency from the HTTP functions. A catalog entry's batch_reserved_concurrency wins.
     batch_reserved_concurrency: int = 5
+    # MaxConcurrency of each model's chunked-job Distributed Map: the chunk functions running at once per job.
+    batch_map_concurrency: int = DEFAULT_MAP_CONCURRENCY
     waf: bool = True
     retain_data: bool = True
     api_timeout_quota_s: int = 29
@@ -106,6 +136,16 @@ class EnvironmentConfig:
     waf_ip_rate_limit: int = 3000
     tiers: Mapping[str, UsageTier] = field(default_factory=dict)
     tenants: Mapping[str, str] = field(default_factory=dict)
+    # Authentication: "bearer" (Lambda authorizer, `maas keys`) or "iam" (SigV4 + x-api-key).
+    api_auth: Literal["bearer", "iam"] = "bearer"
+    # Seconds API Gateway caches an authorizer answer per key (0 = ask on every request; then `x-api-key` alone
+    # is accepted too, since a cached authorizer requires its identity source, the Authorization header).
+    authorizer_cache_ttl_s: int = 300
+    # A custom domain for the API (regional, TLS 1.2+), with the stage mapped at base_path ("" = the root).
+    domain_name: str | None = None
+    certificate_arn: str | None = None
+    base_path: str = ""
+    domain_security_policy: str = "TLS_1_2"
 
     @property
     def prefix(self) -> str:
@@ -126,7 +166,7 @@ class EnvironmentConfig:
         return f"{self.prefix}-api"
 
 
-_PATH_KEYS = ("catalog", "artifacts_dir", "lambda_deps_dir", "staging_dir")
+_PATH_KEYS = ("catalog", "artifacts_dir", "lambda_deps_dir", "staging_dir", "benchmarks_dir")
 
 
 def _camel(key: str) -> str:
@@ -144,6 +184,7 @@ def load_environment(
         "artifacts_dir": "artifacts",
         "lambda_deps_dir": "build/lambda-deps",
         "staging_dir": "build/infra-staging",
+        "benchmarks_dir": "docs/benchmarks",
         "tiers": DEFAULT_TIERS,
         "tenants": {},
     }
@@ -210,6 +251,8 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         require_alarm_subscription=_bool(raw.get("require_alarm_subscription", False), "requireAlarmSubscription"),
         models=tuple(_strings(raw.get("models", ()), "models")),
         batch_reserved_concurrency=_int(raw.get("batch_reserved_concurrency", 5), "batchReservedConcurrency", low=0),
+        batch_map_concurrency=_int(raw.get("batch_map_concurrency", DEFAULT_MAP_CONCURRENCY), "batchMapConcurrency",
+                                   low=1),
         waf=_bool(raw.get("waf", True), "waf"),
         retain_data=_bool(raw.get("retain_data", True), "retainData"),
         api_timeout_quota_s=_int(raw.get("api_timeout_quota_s", 29), "apiTimeoutQuotaS", low=1),
@@ -220,7 +263,16 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         waf_ip_rate_limit=_int(raw.get("waf_ip_rate_limit", 3000), "wafIpRateLimit", low=10),
         tiers=tiers,
         tenants=tenants,
+        api_auth=_choice(raw.get("api_auth", "bearer"), API_AUTH_MODES, "apiAuth"),
+        authorizer_cache_ttl_s=_int(raw.get("authorizer_cache_ttl_s", 300), "authorizerCacheTtlS", low=0),
+        domain_name=str(raw["domain_name"]).lower() if raw.get("domain_name") else None,
+        certificate_arn=str(raw["certificate_arn"]) if raw.get("certificate_arn") else None,
+        base_path=str(raw.get("base_path") or "").strip("/"),
+        domain_security_policy=_choice(
+            raw.get("domain_security_policy", "TLS_1_2"), DOMAIN_SECURITY_POLICIES, "domainSecurityPolicy"
+        ),
     )
+    _check_api_access(config)
     if config.allow_missing_artifacts and config.packaging != "preview":
         raise EnvironmentConfigError(
             "allowMissingArtifacts=true is a preview of the infrastructure (cdk synth / cdk diff): it needs "
@@ -237,6 +289,10 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         raise EnvironmentConfigError("availabilityZones needs at least two zones (the load balancer needs two)")
     if config.nat_gateways > len(config.availability_zones):
         raise EnvironmentConfigError("natGateways cannot exceed the number of availability zones")
+    if config.batch_map_concurrency > MAP_CONCURRENCY_MAX:
+        raise EnvironmentConfigError(
+            f"batchMapConcurrency must be at most {MAP_CONCURRENCY_MAX} (Step Functions' Distributed Map limit)"
+        )
     top = max((t.rate_limit for t in tiers.values()), default=0)
     if config.stage_rate_limit < top:
         raise EnvironmentConfigError(
@@ -244,6 +300,42 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
             f"could never reach its own limit"
         )
     return config
+
+
+def _check_api_access(config: EnvironmentConfig) -> None:
+    """The authorizer cache and the custom domain: values API Gateway and ACM accept."""
+    if config.authorizer_cache_ttl_s > AUTHORIZER_CACHE_TTL_MAX_S:
+        raise EnvironmentConfigError(
+            f"authorizerCacheTtlS must be 0..{AUTHORIZER_CACHE_TTL_MAX_S} (API Gateway's maximum), got "
+            f"{config.authorizer_cache_ttl_s}"
+        )
+    if bool(config.domain_name) != bool(config.certificate_arn):
+        raise EnvironmentConfigError(
+            "a custom domain needs both domainName and certificateArn (an ACM certificate for that name, in the "
+            "stage's region)"
+        )
+    if config.base_path and not config.domain_name:
+        raise EnvironmentConfigError("basePath maps the API under a custom domain: set domainName and certificateArn")
+    if config.domain_name is None or config.certificate_arn is None:
+        return
+    if not DOMAIN_RE.fullmatch(config.domain_name):
+        raise EnvironmentConfigError(f"domainName {config.domain_name!r} is not a DNS name such as api.example.com")
+    match = CERTIFICATE_RE.fullmatch(config.certificate_arn)
+    if match is None:
+        raise EnvironmentConfigError(
+            f"certificateArn {config.certificate_arn!r} is not an ACM certificate ARN "
+            "(arn:aws:acm:<region>:<account>:certificate/<id>)"
+        )
+    if match.group(1) != config.region:
+        raise EnvironmentConfigError(
+            f"certificateArn is in {match.group(1)}, but a regional API's domain needs a certificate in the stage's "
+            f"region {config.region}: request or import it there"
+        )
+    if config.base_path and not BASE_PATH_RE.fullmatch(config.base_path):
+        raise EnvironmentConfigError(
+            f"basePath {config.base_path!r} must be one or two path segments of letters, digits and ._~- (e.g. 'v1' "
+            "or 'ml/prod')"
+        )
 
 
 def _tier(name: str, spec: Any) -> UsageTier:
@@ -257,8 +349,28 @@ def _tier(name: str, spec: Any) -> UsageTier:
         quota_limit=_int(spec.get("quota_limit"), f"tiers.{name}.quota_limit", low=1),
         quota_period=_choice(spec.get("quota_period"), ("DAY", "WEEK", "MONTH"), f"tiers.{name}.quota_period"),
     )
+    # Without their own figures, generation routes get a tenth of the tier's (at least 1 request/s, burst 1).
+    derived_rate = max(1, min(int(tier.rate_limit), round(tier.rate_limit / 10)))
+    derived_burst = max(derived_rate, min(tier.burst_limit, tier.burst_limit // 10))
+    tier = replace(
+        tier,
+        generation_rate_limit=float(
+            _int(spec.get("generation_rate_limit", derived_rate), f"tiers.{name}.generation_rate_limit", low=1)
+        ),
+        generation_burst_limit=_int(
+            spec.get("generation_burst_limit", derived_burst), f"tiers.{name}.generation_burst_limit", low=1
+        ),
+    )
     if tier.burst_limit < tier.rate_limit:
         raise EnvironmentConfigError(f"tier {name!r}: burst_limit must be at least rate_limit")
+    if tier.generation_burst_limit < tier.generation_rate_limit:
+        raise EnvironmentConfigError(f"tier {name!r}: generation_burst_limit must be at least generation_rate_limit")
+    if tier.generation_rate_limit > tier.rate_limit or tier.generation_burst_limit > tier.burst_limit:
+        raise EnvironmentConfigError(
+            f"tier {name!r}: generation_rate_limit/generation_burst_limit ({tier.generation_rate_limit:g}/"
+            f"{tier.generation_burst_limit}) must not exceed the tier's rate_limit/burst_limit ({tier.rate_limit:g}/"
+            f"{tier.burst_limit}): the plan's own throttle would cap them anyway"
+        )
     return tier
 
 

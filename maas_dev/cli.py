@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from maas_dev.keys_cli import keys_app
 
 app = typer.Typer(
     help="maas: PyTorch models → validated ONNX artifacts → HTTPS endpoints on AWS.", no_args_is_help=True
@@ -219,16 +222,38 @@ def invoke(
 
 @app.command()
 def batch(
-    input_file: Annotated[Path, typer.Argument(help="a JSONL/CSV file (or image) to run as an S3 batch job")],
-    model: Annotated[str, typer.Option(help="catalog name of a built model")],
+    source: Annotated[str, typer.Argument(help="a JSONL/CSV file (or image) to run, or with --plan: s3://bucket/key")],
+    model: Annotated[str | None, typer.Option(help="catalog name of a built model (default: from the key)")] = None,
     out: Annotated[Path | None, typer.Option(help="where to download the output")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="print the route, chunks, time and cost; run nothing")] = False,
+    route: Annotated[str, typer.Option(help="auto (by size, as deployed), direct or chunks")] = "auto",
+    workers: Annotated[int, typer.Option(help="processes running chunks (the Map's concurrency, locally)")] = 2,
+    concurrency: Annotated[
+        int | None, typer.Option(help="MaxConcurrency for --plan (default: the dev stage's batch_map_concurrency)")
+    ] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="running S3 endpoint (default: local moto)")] = None,
 ) -> None:
-    """Run an S3 batch job end to end through the real S3 handler against a local S3 API (moto) or --endpoint-url."""
-    os.environ.setdefault("MAAS_MODELS", resolve_model_uri(model))
-    from maas_dev.local_aws import run_s3_job
+    """Run an S3 batch job as deployed, against a local S3 (moto) or --endpoint-url: objects that fit one
+    invocation go to the S3 job function, larger ones through the state machine's plan, chunk and merge steps
+    (same handler, a process pool for the Map). --plan prints what the deployed stage would do with an object."""
+    from maas_dev.batch_local import plan_report, run_batch, sizing_for
 
-    result = run_s3_job(input_file, model=model, out=out, endpoint_url=endpoint_url)
+    if route not in ("auto", "direct", "chunks"):
+        raise typer.BadParameter("--route is auto, direct or chunks")
+    if plan:
+        try:
+            lines = plan_report(source, model=model, map_concurrency=concurrency, endpoint_url=endpoint_url)
+        except ValueError as exc:
+            console.print(str(exc), style="red", markup=False)
+            raise typer.Exit(2) from None
+        typer.echo("\n".join(lines))
+        return
+    if model is None:
+        raise typer.BadParameter("--model is required to run a local file")
+    os.environ.setdefault("MAAS_MODELS", resolve_model_uri(model))
+    result = run_batch(Path(source), model=model, route=route, workers=workers, out=out, endpoint_url=endpoint_url,
+                       sizing=sizing_for(model, map_concurrency=concurrency))
+    console.print(f"route: {result.route}")
     console.print_json(json.dumps(result.summary))
 
 
@@ -300,6 +325,58 @@ def bench(
     else:
         raise typer.BadParameter(f"no benchmark for task {task} yet (models: encoders, generation, images)")
     console.print(f"wrote {report}")
+
+
+app.add_typer(keys_app, name="keys")
+
+
+@app.command()
+def gateway(
+    stage: Annotated[str, typer.Option(help="the stage to serve (its file infra/stages/<stage>.toml)")] = "dev",
+    port: Annotated[int, typer.Option(help="loopback port")] = 8787,
+    tenant: Annotated[str | None, typer.Option(help="print a fresh key for this tenant at start")] = "demo",
+    lambda_deps: Annotated[Path, typer.Option(help="built Lambda dependencies (python -m infra.build_deps)")] = Path(
+        "build/lambda-deps"
+    ),
+    work: Annotated[Path, typer.Option(help="where the assembly and the task roots go")] = Path("build/gateway"),
+) -> None:
+    """Serve a stage on loopback as API Gateway serves it: the bearer-key authorizers, usage plans, Lambda proxy
+    events and streamed generation, every function from its built bundle (as Lambda runs it), AWS from moto.
+
+    Needs what a deploy needs (the stage's models built, `python -m infra.build_deps --arch <this CPU>`), root and
+    unshare (for the read-only /var/task), and CPython 3.13. Keys: `maas keys create --endpoint-url <printed>`.
+    """
+    import boto3
+
+    from infra.packaging import lambda_python
+    from maas_dev.gateway.local import TaskRoots, host_architecture, local_stage, synthesize_for_this_machine
+    from maas_dev.lambda_bundle import can_isolate, runtime_provided_dir
+    from model_build.catalog import REPO_ROOT
+
+    _quiet_local_metrics()
+    if not can_isolate():
+        console.print("the local gateway runs each function as Lambda does: it needs root and unshare", style="red")
+        raise typer.Exit(2)
+    console.print(f"synthesizing stage {stage} for {host_architecture()} (strict packaging)…")
+    outdir = synthesize_for_this_machine(
+        work,
+        config_file=f"infra/stages/{stage}.toml",
+        lambda_deps=lambda_deps.resolve(),
+        artifacts=Path(_artifacts_root()).resolve(),
+        catalog=REPO_ROOT / "catalog.toml",
+    )
+    runtime = runtime_provided_dir(work / "runtime", Path(boto3.__file__).resolve().parents[1])
+    roots = TaskRoots(work=work / "roots", lambda_deps=lambda_deps.resolve())
+    with local_stage(outdir, stage, task_root=roots, python=lambda_python(), runtime_dir=runtime, port=port) as local:
+        console.print(f"API: {local.url}/   (local AWS for `maas keys --endpoint-url`: {local.aws_endpoint})")
+        if tenant:
+            typer.echo(f"key for tenant {tenant}: {local.create_key(tenant)}")
+        console.print("functions start at their first request (a cold start); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            console.print("stopping")
 
 
 @app.command()

@@ -1,4 +1,6 @@
-"""Run the Lambda handler matching an event (HTTP, S3 or SQS) locally, with a realistic context."""
+"""Run the Lambda handler matching an event locally, with a realistic context: HTTP, S3 (a notification or
+EventBridge's Object Created), SQS, or a step of the chunked-job state machine (plan, a Map batch, merge, or the
+execution status event of a failed run)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ from functions.context import DeadlineContext
 
 
 def handler_module_for(event: dict[str, Any]) -> str:
+    if event.get("source") == "aws.s3" and event.get("detail-type") == "Object Created":
+        return "functions.handlers.s3"
+    if event.get("step") in ("plan", "merge") or "BatchInput" in event or event.get("source") == "aws.states":
+        return "functions.handlers.chunk"
     records = event.get("Records") or []
     source = records[0].get("eventSource", "") if records and isinstance(records[0], dict) else ""
     if source == "aws:s3":

@@ -38,7 +38,18 @@ started = time.perf_counter()
 module_name, _, attribute = os.environ["_HANDLER"].rpartition(".")
 handler = getattr(importlib.import_module(module_name), attribute)
 init_s = time.perf_counter() - started
-from functions.context import DeadlineContext
+try:
+    from functions.context import DeadlineContext
+except ImportError:  # a bundle without the runtime (the API's authorizer): a plain context of the same shape
+    class DeadlineContext:
+        def __init__(self, timeout_s, function_name, memory_limit_in_mb):
+            self._deadline, self.function_name = time.monotonic() + timeout_s, function_name
+            self.memory_limit_in_mb, self.aws_request_id = memory_limit_in_mb, "probe-%d" % time.time_ns()
+            self.function_version, self.log_group_name, self.log_stream_name = "$LATEST", "/aws/lambda/probe", "p"
+            self.invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:" + function_name
+
+        def get_remaining_time_in_millis(self):
+            return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 results = []
 with open(sys.argv[1], encoding="utf-8") as handle:
@@ -55,7 +66,17 @@ for event in events:
     except Exception as exc:
         results.append({"ok": False, "error": type(exc).__name__, "message": str(exc)[:2000],
                         "seconds": time.perf_counter() - begun, "done_at": time.time()})
+import_failures = {}
+if os.environ.get("_MAAS_IMPORT_ALL"):  # every module of a package, as found in the bundle
+    import pkgutil
+    package = importlib.import_module(os.environ["_MAAS_IMPORT_ALL"])
+    for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        try:
+            importlib.import_module(info.name)
+        except Exception as exc:
+            import_failures[info.name] = f"{type(exc).__name__}: {exc}"
 report = {
+    "import_failures": import_failures,
     "init_s": init_s,
     "results": results,
     "modules": sorted({name.partition(".")[0] for name in sys.modules}),
@@ -74,6 +95,7 @@ class BundleRunError(RuntimeError):
 class BundleRun:
     init_s: float  # importing the handler module: Lambda's init phase
     results: list[dict[str, Any]]  # one per event: {"ok", "response" | "error", "message", "seconds"}
+    import_failures: dict[str, str]  # with ``import_all``: each module of the package that failed to import
     modules: set[str]  # every top-level module the process imported
     peak_rss_mb: float
     process_s: float  # from spawning the process to its exit
@@ -122,6 +144,58 @@ def can_isolate() -> bool:
     return probe.returncode == 0
 
 
+# LD_LIBRARY_PATH as Lambda sets it (its Python is a shared build under /var/lang too)
+_LIBRARY_PATH = (
+    f"{LANG_DIR}/lib",
+    "/lib64",
+    "/usr/lib64",
+    RUNTIME_DIR,
+    f"{RUNTIME_DIR}/lib",
+    TASK_ROOT,
+    f"{TASK_ROOT}/lib",
+)
+
+
+def sandbox(
+    task_root: Path,
+    *,
+    python: Path,
+    code: str,
+    args: list[str],
+    environment: dict[str, str],
+    runtime_dir: Path | None = None,
+    flags: str = "-I -S",
+) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run Python ``code`` (with ``args``) as Lambda's runtime would: ``task_root``
+    read-only at /var/task, Lambda's Python at /var/lang, the runtime's boto3 at /var/runtime, ``-I -S`` with only
+    those on ``sys.path``, as an unprivileged user, in a private mount namespace, with ``environment`` on top of
+    Lambda's own variables."""
+    prefix = python.resolve().parent.parent  # <prefix>/bin/python3.x
+    mounts = [f"mkdir -p {TASK_ROOT} && mount --bind {task_root} {TASK_ROOT}"]
+    mounts.append(f"mount -o remount,ro,bind {TASK_ROOT}")
+    mounts.append(f"mkdir -p {LANG_DIR} && mount --bind {prefix} {LANG_DIR}")
+    mounts.append(f"mount -o remount,ro,bind {LANG_DIR}")
+    python_path = [TASK_ROOT]
+    if runtime_dir is not None:
+        mounts.append(f"mkdir -p {RUNTIME_DIR} && mount --bind {runtime_dir} {RUNTIME_DIR}")
+        mounts.append(f"mount -o remount,ro,bind {RUNTIME_DIR}")
+        python_path.append(RUNTIME_DIR)
+    interpreter = f"{LANG_DIR}/bin/{python.resolve().name}"
+    program = f"import sys; sys.path[:0] = {python_path!r}; {code}"
+    inner = " ".join([interpreter, flags, "-c", _quote(program), *map(_quote, args)])
+    drop = f"setpriv --reuid={LAMBDA_UID} --regid={LAMBDA_UID} --clear-groups -- sh -c {_quote(inner)}"
+    script = " && ".join([*mounts, f"cd / && exec {drop}"])
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "LAMBDA_TASK_ROOT": TASK_ROOT,
+        "TZ": ":UTC",
+        "LD_LIBRARY_PATH": ":".join(_LIBRARY_PATH),
+        "LANG": "en_US.UTF-8",
+        **environment,
+    }
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script], env
+
+
 def run_bundle(
     task_root: Path,
     *,
@@ -131,9 +205,12 @@ def run_bundle(
     events: list[Any],
     runtime_dir: Path | None = None,
     verbose_imports: bool = False,
+    import_all: str | None = None,
     timeout_s: float = 600,
 ) -> BundleRun:
-    """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``."""
+    """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``.
+
+    ``import_all``: then import every module of that package, as the bundle holds it, and report failures."""
     import time
 
     work = Path(tempfile.mkdtemp(prefix="maas-bundle-"))
@@ -144,53 +221,20 @@ def run_bundle(
         for path in work.iterdir():
             path.chmod(0o644)
         report = work / "report.json"
-        prefix = python.resolve().parent.parent  # <prefix>/bin/python3.x
-        mounts = [f"mkdir -p {TASK_ROOT} && mount --bind {task_root} {TASK_ROOT}"]
-        mounts.append(f"mount -o remount,ro,bind {TASK_ROOT}")
-        mounts.append(f"mkdir -p {LANG_DIR} && mount --bind {prefix} {LANG_DIR}")
-        mounts.append(f"mount -o remount,ro,bind {LANG_DIR}")
-        python_path = [TASK_ROOT]
-        if runtime_dir is not None:
-            mounts.append(f"mkdir -p {RUNTIME_DIR} && mount --bind {runtime_dir} {RUNTIME_DIR}")
-            mounts.append(f"mount -o remount,ro,bind {RUNTIME_DIR}")
-            python_path.append(RUNTIME_DIR)
-        flags = "-I -S" + (" -v" if verbose_imports else "")
-        interpreter = f"{LANG_DIR}/bin/{python.resolve().name}"
-        inner = (
-            f'{interpreter} {flags} -c "import sys; sys.path[:0] = {python_path!r}; '
-            f"sys.argv = ['runner'] + sys.argv[1:]; exec(open('{work}/runner.py').read())\" "
-            f"{work}/events.json {report}"
+        environment_for_runner = {"_HANDLER": handler, **environment}
+        if import_all:
+            environment_for_runner["_MAAS_IMPORT_ALL"] = import_all
+        command, env = sandbox(
+            task_root,
+            python=python,
+            code=f"sys.argv = ['runner'] + sys.argv[1:]; exec(open('{work}/runner.py').read())",
+            args=[str(work / "events.json"), str(report)],
+            environment=environment_for_runner,
+            runtime_dir=runtime_dir,
+            flags="-I -S" + (" -v" if verbose_imports else ""),
         )
-        drop = f"setpriv --reuid={LAMBDA_UID} --regid={LAMBDA_UID} --clear-groups -- sh -c {_quote(inner)}"
-        script = " && ".join([*mounts, f"cd / && exec {drop}"])
-        env = {
-            "PATH": "/usr/bin:/bin",
-            "LAMBDA_TASK_ROOT": TASK_ROOT,
-            "_HANDLER": handler,
-            "TZ": ":UTC",
-            # as Lambda sets it (its Python is a shared build under /var/lang too)
-            "LD_LIBRARY_PATH": ":".join(
-                (
-                    f"{LANG_DIR}/lib",
-                    "/lib64",
-                    "/usr/lib64",
-                    RUNTIME_DIR,
-                    f"{RUNTIME_DIR}/lib",
-                    TASK_ROOT,
-                    f"{TASK_ROOT}/lib",
-                )
-            ),
-            "LANG": "en_US.UTF-8",
-            **environment,
-        }
         started, spawned_at = time.perf_counter(), time.time()
-        run = subprocess.run(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)
         elapsed = time.perf_counter() - started
         if run.returncode != 0 or not report.is_file():
             raise BundleRunError(f"{handler} from {task_root} exited {run.returncode}:\n{run.stderr[-4000:]}")
@@ -198,6 +242,7 @@ def run_bundle(
         return BundleRun(
             init_s=float(data["init_s"]),
             results=list(data["results"]),
+            import_failures=dict(data["import_failures"]),
             modules=set(data["modules"]),
             peak_rss_mb=float(data["peak_rss_mb"]),
             process_s=elapsed,

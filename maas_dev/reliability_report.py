@@ -33,7 +33,31 @@ SECTIONS = {
     "integrity": "Corrupt and hostile artifacts",
     "access": "Access: API keys, allow-lists, bucket owner",
     "compliance": "Static gates: cdk-nag, cfn-lint, pip-audit",
+    "hostile": "Hostile input: no bad request, record or image can hurt anyone else",
 }
+HOSTILE_CLASSES = [  # the classes of issue 15, each with where it is handled and the tests that prove it
+    ("Slow or idle request bodies", "read whole before admission, under `MAAS_BODY_TIMEOUT_S` (408 + "
+     "`Connection: close`), at most `MAAS_MAX_BODY_READERS` at once (429)", "`test_hostile_http.py`"),
+    ("Input a decoder cannot follow (lone surrogates, integers over 4,300 digits, nesting ≥ 1,000 deep, "
+     "overflowing shapes and values)", "each decoder's own error becomes that input's 4xx or error line; error "
+     "bodies always encode (U+FFFD for lone surrogates)", "`test_hostile_http.py`, `test_hostile_batch.py`, "
+     "`test_oip_codec.py`, `test_lambda_events.py`"),
+    ("One bad record in a batch", "prepared alone (the batching core); an S3 line that cannot be read or "
+     "written is its own error line; SQS records are tracked by position, never by messageId alone",
+     "`test_hostile_batch.py` (hypothesis), `test_microbatch.py`"),
+    ("Images that decode big", "decoded bytes checked from the header (w × h × bytes per pixel, ×4 for WebP); "
+     "large images converted in bands over the crop's region only; memory handed back (`malloc_trim`)",
+     "`test_hostile_images.py`, `test_image_preprocessing.py`"),
+    ("Image manifests", "the model's own `max_image_bytes`, refused from the length unread; a window holds at most "
+     "a quarter of the function's memory (`MAAS_BATCH_MEMORY_MB` or the Lambda context)", "`test_hostile_images.py`, "
+     "`test_s3_batch.py`"),
+    ("Chat role injection", "message contents tokenized as plain text, joined with the template's control-token "
+     "ids", "`test_generation.py`"),
+    ("Work for a client that left", "a disconnect is flagged to the request's worker thread; work stops before "
+     "the next input or token", "`test_hostile_images.py`"),
+    ("Malformed Lambda events", "400 in the route's protocol shape, never a raised handler",
+     "`test_lambda_events.py`"),
+]  # fmt: skip
 Records = dict[str, dict[str, dict[str, Any]]]
 
 
@@ -147,6 +171,11 @@ def headline(records: Records) -> list[str]:
     nag = _get(records, "compliance", "cdk-nag AwsSolutions (default catalog)")
     lint = _get(records, "compliance", "cfn-lint (default catalog)")
     audit = _get(records, "compliance", "pip-audit (installed environment)") or _get(records, "compliance", "pip-audit")
+    idle = _get(records, "hostile", "idle and slow uploads vs a good request")
+    worst = _get(records, "hostile", "worst accepted image")
+    manifest = _get(records, "hostile", "S3 image manifest: 128 lines naming one 19 MiB image")
+    manifest_ok = _get(records, "hostile", "S3 image manifest: 128 lines naming one 7 MiB image")
+    hostile_records = _get(records, "hostile", "hypothesis: hostile S3 and SQS records")
     rows = [
         ["schemathesis cases / 5xx seen (target 0)",
          f"{fmt(fuzz.get('cases'))} cases over {fmt(fuzz.get('operations'))} operations; "
@@ -174,6 +203,17 @@ def headline(records: Records) -> list[str]:
         ["hostile URIs refused", f"{fmt(hostile.get('refused'))} of {fmt(hostile.get('of'))}, "
          f"S3 calls {fmt(hostile.get('s3_calls'))}; bad API keys refused {fmt(keys.get('refused'))} of "
          f"{fmt(keys.get('of'))}"],
+        ["idle uploads vs a good request (issue 15)",
+         f"{fmt(idle.get('idle_connections'))} idle connections: good request {fmt(idle.get('good_request_status'))} "
+         f"in {fmt(idle.get('good_request_ms'))} ms; idle ones {fmt(idle.get('idle_answered'))}"],
+        ["worst accepted image (≤ 300 MB, ≤ 2 s)",
+         f"+{fmt(worst.get('peak_mb'))} MB ({fmt(worst.get('by_memory'))}); {fmt(worst.get('seconds'))} s "
+         f"({fmt(worst.get('by_time'))})"],
+        ["S3 image manifest peak memory",
+         f"19 MiB × 128 lines: +{fmt(manifest.get('handler_peak_mb'))} MB (refused unread); 7 MiB × 128: "
+         f"+{fmt(manifest_ok.get('handler_peak_mb'))} MB (budget {fmt(manifest_ok.get('image_budget_mb'))} MB)"],
+        ["hostile records → one outcome each", f"{fmt(hostile_records.get('examples_per_property'))} examples per "
+         f"property (S3 and SQS), lost {fmt(hostile_records.get('lost'))}"],
         ["cdk-nag / cfn-lint / pip-audit", f"cdk-nag unacknowledged {fmt(nag.get('unacknowledged'))} "
          f"({fmt(nag.get('acknowledged_with_reason'))} acknowledged with reasons); cfn-lint errors "
          f"{fmt(lint.get('errors'))}; pip-audit {fmt(audit.get('vulnerabilities', audit.get('status')))}"],
@@ -190,8 +230,10 @@ _KNOBS = {  # setting → what it bounds (defaults are read from the settings cl
     "expected_bucket_owner": "ExpectedBucketOwner on S3 calls (artifacts and batch)",
     "max_object_bytes": "S3 batch input object",
     "max_line_bytes": "one JSONL/CSV line of a batch input",
-    "max_image_bytes": "one image of an S3 batch job",
     "reply_allowlist": "where SQS results may be written",
+    "body_timeout_s": "seconds for a request body to arrive whole (408 + Connection: close); read before admission",
+    "max_body_readers": "request bodies in transit at once (0 = no cap); beyond: 429",
+    "batch_memory_mb": "function memory a batch job may use a quarter of for input (0 = the Lambda context's)",
 }
 
 
@@ -210,7 +252,8 @@ def knobs() -> list[str]:
     notes = [
         "Per model (catalog `limits`, enforced from the artifact manifest): `max_batch` inputs per request, "
         "`max_seq_len` tokens per input (truncated or 413 with `truncate=false`), `max_input_chars` characters per "
-        "input; generation adds `max_new_tokens` and the context length; images `max_image_bytes`/`max_image_pixels`."
+        "input; generation adds `max_new_tokens` and the context length; images `max_image_bytes`/`max_image_pixels` "
+        "(decoded bytes at most `max_image_pixels` × 4), on HTTP and in S3 batch jobs alike."
     ]  # fmt: skip
     return ["### Limits and access settings", "", *_rows(["setting", "default", "bounds"], rows), "", *notes]
 
@@ -238,6 +281,8 @@ def render(records: Records, counts: dict[str, int] | None, full: bool) -> str:
         if section not in records:
             continue
         lines += [f"## {title}", ""]
+        if section == "hostile":
+            lines += [*_rows(["class", "how it is contained", "tests"], [list(c) for c in HOSTILE_CLASSES]), ""]
         table = {"limits": _limits_table, "load": _load_table}.get(section, _generic_table)
         lines += [*table(records[section]), ""]
     gaps = [
@@ -260,6 +305,10 @@ def render(records: Records, counts: dict[str, int] | None, full: bool) -> str:
         "- SQS redelivery is played by the test (moto runs no event source mapping): receive, invoke, delete what "
         "succeeded, let the rest return until the redrive policy moves it to the DLQ. S3 faults are injected in "
         "botocore's `before-send`, below its retry loop.",
+        "- Image and image-manifest costs are measured in a fresh process (`tests/reliability/image_cost.py`, "
+        "`manifest_memory.py`): peak RSS (VmHWM, reset through /proc/self/clear_refs) above the process's RSS just "
+        "before; the manifest job reads from a moto server in the parent process, so only the handler is counted. "
+        "Idle uploads, keep-alive and hang-ups use raw sockets against a uvicorn server on 127.0.0.1.",
         "",
     ]  # fmt: skip
     return "\n".join(lines)

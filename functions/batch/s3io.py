@@ -13,6 +13,7 @@ A job that fails aborts the upload, so a partial output never becomes visible.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +49,17 @@ def dynamodb_client() -> Any:
     return boto3.client("dynamodb", config=_CONFIG)
 
 
+@lru_cache(maxsize=1)
+def events_client() -> Any:
+    return boto3.client("events", config=_CONFIG)
+
+
 def clear_clients() -> None:
     """Forget cached clients (tests and the local runner change endpoints between runs)."""
     s3_client.cache_clear()
     sqs_client.cache_clear()
     dynamodb_client.cache_clear()
+    events_client.cache_clear()
 
 
 def require_bucket_owner(client: Any, account_id: str) -> None:
@@ -75,6 +82,17 @@ def is_missing(exc: ClientError) -> bool:
 
 def is_precondition_failed(exc: ClientError) -> bool:
     return error_code(exc) in _PRECONDITION
+
+
+def read_json(s3: S3Client, bucket: str, key: str) -> tuple[Any, str] | None:
+    """A small JSON object (a summary, a plan, a chunk's commit) and its ETag; None when there is none."""
+    try:
+        found = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_missing(exc):
+            return None
+        raise
+    return json.loads(found["Body"].read()), found["ETag"]
 
 
 class StreamingUpload:

@@ -17,8 +17,14 @@ store before inferring it (Powertools' persistence layer: in progress → comple
 failure), so an at-least-once redelivery of a delivered message neither runs the model again nor sends
 a second reply, and a copy that arrives while another invocation holds the claim returns to the queue.
 
-A message whose body is an S3 notification (a bucket notifying the queue, as infra wires GPU
-models) runs that S3 batch job instead (``s3_jobs``); its failure fails the message.
+Records are tracked by their place in the batch, never by ``messageId`` alone: a record repeated within one
+batch (same id, same body) shares its first copy's outcome; a second record that reuses an id with another
+body is refused (poison), so that id is reported failed — no record is ever reported delivered without its
+reply.
+
+A message whose body is an S3 notification (a bucket notifying a queue) or EventBridge's ``Object Created`` event
+(the batch bucket's EventBridge rule, as infra wires GPU models) runs that S3 batch job instead (``s3_jobs``); its
+failure fails the message.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from pydantic import ValidationError
 from functions.batch.exceptions import MessageInProgressError, PoisonMessageError, ReplyRefusedError
 from functions.batch.idempotency import persistence_layer
 from functions.batch.replies import Destination, QueueDestination, ReplyAllowList, S3Destination, allowlist_for
+from functions.batch.s3_events import is_object_created
 from functions.batch.s3_jobs import S3JobRunner
 from functions.batch.types import InferenceReply, InferenceRequest
 from functions.errors import MaasError
@@ -68,6 +75,8 @@ class Prepared:
     s3_event: dict[str, Any] | None = None  # an S3 notification delivered through the queue
     delivered: str | None = None  # an earlier delivery of this message completed: its destination
     claimed: bool = False  # this invocation holds the message's idempotency claim
+    duplicate_of: int | None = None  # the same message earlier in this batch: this record shares its outcome
+    outcome: str | Exception | None = None  # set once the record is handled: its destination, or its failure
 
 
 class MessageClaims:
@@ -119,58 +128,89 @@ class SqsInferenceRunner:
         self.s3_jobs = S3JobRunner(settings, registry, s3, dynamodb)
 
     def handle(self, event: dict[str, Any], context: Any = None) -> PartialItemFailureResponse:
-        records = [SQSRecord(raw) for raw in event.get("Records", [])]
+        raw_records = event.get("Records", [])
+        records = [SQSRecord(raw) for raw in raw_records]
         claims = self._claims(context)
         prepared = self.prepare(records, claims)
+        places = {id(raw): index for index, raw in enumerate(raw_records)}  # the processor hands back these dicts
 
         def record_handler(record: SQSRecord) -> str:
-            item = prepared[record.message_id]
+            item = prepared[places[id(record.raw_event)]]
             try:
-                if item.error is not None:
-                    raise item.error
-                if item.s3_event is not None:
-                    jobs = self.s3_jobs.handle(item.s3_event, context)
-                    return f"{len(jobs['jobs'])} S3 job(s)"
-                if item.delivered is not None:
-                    metrics.add_metric(name="MessagesDuplicate", unit=MetricUnit.Count, value=1)
-                    return item.delivered
-                assert item.reply is not None and item.destination is not None
-                destination = self.deliver(message_id=record.message_id, reply=item.reply,
-                                           destination=item.destination)
-                if claims is not None and item.claimed:
-                    claims.complete(record.message_id, destination)
+                destination = self._handle_one(record, item, prepared, claims, context)
             except Exception as exc:
-                if claims is not None and item.claimed:
-                    claims.release(record.message_id, exc)
-                logger.warning("message failed; it returns to the queue", extra=_failure_log(record, exc))
-                metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
+                item.outcome = exc
                 raise
-            metrics.add_metric(name="MessagesDelivered", unit=MetricUnit.Count, value=1)
+            item.outcome = destination
             return destination
 
         fifo = bool(records) and records[0].event_source_arn.endswith(".fifo")
         processor = SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
         return process_partial_response(event, record_handler, processor, context)
 
-    def prepare(self, records: list[SQSRecord], claims: MessageClaims | None = None) -> dict[str, Prepared]:
-        """Phase 1: validate every message, claim it, and run the claimed ones through the model in few ORT runs."""
-        prepared: dict[str, Prepared] = {}
-        by_model: dict[str, list[tuple[str, InferenceRequest]]] = {}
-        for record in records:
+    def _handle_one(
+        self, record: SQSRecord, item: Prepared, prepared: list[Prepared], claims: MessageClaims | None, context: Any
+    ) -> str:
+        """Phase 2 for one record: deliver its reply (or run its S3 job); raise to report it failed."""
+        if item.duplicate_of is not None:  # a copy of an earlier record of this batch: the same outcome
+            outcome = prepared[item.duplicate_of].outcome
+            if isinstance(outcome, Exception):
+                raise outcome
+            if outcome is None:
+                raise MessageInProgressError(f"message {record.message_id} appears twice in this batch and its "
+                                             "first copy was not handled; it returns to the queue")
+            metrics.add_metric(name="MessagesDuplicate", unit=MetricUnit.Count, value=1)
+            return outcome
+        try:
+            if item.error is not None:
+                raise item.error
+            if item.s3_event is not None:
+                jobs = self.s3_jobs.handle(item.s3_event, context)
+                return f"{len(jobs['jobs'])} S3 job(s)"
+            if item.delivered is not None:
+                metrics.add_metric(name="MessagesDuplicate", unit=MetricUnit.Count, value=1)
+                return item.delivered
+            assert item.reply is not None and item.destination is not None
+            destination = self.deliver(message_id=record.message_id, reply=item.reply,
+                                       destination=item.destination)
+            if claims is not None and item.claimed:
+                claims.complete(record.message_id, destination)
+        except Exception as exc:
+            if claims is not None and item.claimed:
+                claims.release(record.message_id, exc)
+            logger.warning("message failed; it returns to the queue", extra=_failure_log(record, exc))
+            metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
+            raise
+        metrics.add_metric(name="MessagesDelivered", unit=MetricUnit.Count, value=1)
+        return destination
+
+    def prepare(self, records: list[SQSRecord], claims: MessageClaims | None = None) -> list[Prepared]:
+        """Phase 1: validate every message, claim it, and run the claimed ones through the model in few ORT runs.
+
+        One entry per record, in the records' order."""
+        prepared: list[Prepared] = []
+        by_model: dict[str, list[tuple[int, str, InferenceRequest]]] = {}
+        first_copy: dict[str, int] = {}
+        for index, record in enumerate(records):
+            earlier = first_copy.setdefault(record.message_id, index)
+            if earlier != index:
+                prepared.append(self._repeat(record, records[earlier], earlier))
+                continue
             try:
                 body = _json_body(record)
-                if _is_s3_notification(body):
-                    prepared[record.message_id] = Prepared(s3_event=body)
+                if is_s3_event(body):
+                    prepared.append(Prepared(s3_event=body))
                     continue
                 request, destination = self._parse(body)
             except MaasError as exc:
-                prepared[record.message_id] = Prepared(error=exc)
+                prepared.append(Prepared(error=exc))
                 continue
             except Exception as exc:  # a parsing bug must still fail only this message, never the batch
                 logger.exception("unexpected error reading a message", extra={"message_id": record.message_id})
-                prepared[record.message_id] = Prepared(error=exc)
+                prepared.append(Prepared(error=exc))
                 continue
-            slot = prepared[record.message_id] = Prepared(destination=destination)
+            slot = Prepared(destination=destination)
+            prepared.append(slot)
             if claims is not None:
                 try:
                     slot.delivered = claims.claim(record.message_id)
@@ -180,15 +220,24 @@ class SqsInferenceRunner:
                 if slot.delivered is not None:  # a redelivery of a delivered message: no second inference
                     continue
                 slot.claimed = True
-            by_model.setdefault(request.model, []).append((record.message_id, request))
+            by_model.setdefault(request.model, []).append((index, record.message_id, request))
         for model, requests in by_model.items():
             try:
                 self._infer(model, requests, prepared)
             except Exception as exc:  # a system fault: every message of this model fails and is retried
                 logger.exception("inference failed for a batch of messages", extra={"model": model})
-                for message_id, _ in requests:
-                    prepared[message_id].error = exc
+                for index, _, _ in requests:
+                    prepared[index].error = exc
         return prepared
+
+    @staticmethod
+    def _repeat(record: SQSRecord, first: SQSRecord, first_index: int) -> Prepared:
+        """A record whose messageId an earlier record of the batch carries: a copy, or a conflicting message."""
+        if record.body == first.body:
+            return Prepared(duplicate_of=first_index)
+        return Prepared(error=PoisonMessageError(
+            f"messageId {record.message_id} is on two records with different bodies in this batch; each message "
+            "needs its own id (the second record was not processed)"))
 
     def _parse(self, body: Any) -> tuple[InferenceRequest, Destination]:
         try:
@@ -213,12 +262,14 @@ class SqsInferenceRunner:
             raise ReplyRefusedError(f"reply key s3://{bucket}/{key} is reserved for batch jobs; use another id "
                                     "or reply_to", param="reply_to")
 
-    def _infer(self, model: str, requests: list[tuple[str, InferenceRequest]], prepared: dict[str, Prepared]) -> None:
+    def _infer(
+        self, model: str, requests: list[tuple[int, str, InferenceRequest]], prepared: list[Prepared]
+    ) -> None:
         pipeline = self.registry.get(model)
         stats = RunStats()
-        items = [WorkItem(request.inputs, request.parameters) for _, request in requests]
-        for (message_id, request), outcome in zip(requests, run_items(pipeline, items, stats), strict=True):
-            slot = prepared[message_id]
+        items = [WorkItem(request.inputs, request.parameters) for _, _, request in requests]
+        for (index, message_id, request), outcome in zip(requests, run_items(pipeline, items, stats), strict=True):
+            slot = prepared[index]
             if outcome.error is not None:  # the model refused this message's inputs: it fails alone
                 slot.error = outcome.error
                 continue
@@ -252,12 +303,17 @@ def _json_body(record: SQSRecord) -> Any:
         return json.loads(record.body)
     except json.JSONDecodeError as exc:
         raise PoisonMessageError(f"message body is not valid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError:
+        raise PoisonMessageError("message body is nested too deeply to read; flatten its inputs") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise PoisonMessageError(f"message body could not be read: {str(exc).split(';')[0]}") from None
 
 
-def _is_s3_notification(body: Any) -> bool:
+def is_s3_event(body: Any) -> bool:
+    """An S3 notification (or its test event) or EventBridge's Object Created event: a message that is a job."""
     if not isinstance(body, dict):
         return False
-    if body.get("Event") == "s3:TestEvent":  # sent once when a notification is configured
+    if body.get("Event") == "s3:TestEvent" or is_object_created(body):  # the test event: sent once, when configured
         return True
     records = body.get("Records")
     return isinstance(records, list) and bool(records) and isinstance(records[0], dict) and \

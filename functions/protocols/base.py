@@ -27,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
 
-from functions.errors import MaasError
+from functions.errors import MaasError, printable
 from functions.inference import batching
 from functions.inference.batching import MicroBatcher
 from functions.inference.pipelines import Capability, Pipeline, TaskResult
@@ -48,7 +48,19 @@ class Protocol:
     schema: dict[str, Any] = field(hash=False)
 
     def response(self, status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
-        return JSONResponse(self.render(status, code, message, param), status_code=status)
+        return ErrorJSONResponse(self.render(status, code, message, param), status_code=status)
+
+
+class ErrorJSONResponse(JSONResponse):
+    """An error body that always encodes, even when its message quotes text that is not valid Unicode."""
+
+    def render(self, content: Any) -> bytes:
+        return error_json(content)
+
+
+def error_json(content: Any) -> bytes:
+    """An error body as UTF-8 JSON; lone surrogates quoted from the caller become U+FFFD."""
+    return printable(json.dumps(content, ensure_ascii=False, separators=(",", ":"))).encode("utf-8")
 
 
 _PROTOCOLS: list[Protocol] = []  # registered by each protocol folder at import; longest prefix first

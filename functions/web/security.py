@@ -1,9 +1,9 @@
 """Who may call, and how many at once: API keys and admission control, as pure ASGI middleware.
 
-- **API keys** use API Gateway's header model (``x-api-key``) so a client written against the deployed
-  REST API works unchanged against `maas serve`. Keys are compared in constant time. `maas serve` refuses
-  to bind beyond loopback without keys (:func:`require_keys_for_host`). A key is a shared secret, not an
-  identity: behind API Gateway use IAM, Cognito or an authorizer for authentication.
+- **API keys** are read as the deployed API reads them — ``Authorization: Bearer <key>`` (what the ``openai``
+  SDK sends), else ``x-api-key`` — so a client written against the deployed API works unchanged against `maas
+  serve`. Keys are compared in constant time. `maas serve` refuses to bind beyond loopback without keys
+  (:func:`require_keys_for_host`). Behind API Gateway the bearer-key authorizer checks keys before the app runs.
 - **Admission control** caps the requests in flight per process. A request over the cap waits for a slot
   in a bounded queue for at most ``queue_timeout_s`` (then 503 with ``Retry-After``); when the queue is
   full it is refused at once with 429. Refusals cost microseconds and never touch the model, so
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import math
 from collections import deque
 from typing import Any
@@ -25,9 +24,8 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from functions.errors import MaasError
-from functions.protocols.base import note_error, protocol_for_scope
+from functions.protocols.base import error_json, note_error, protocol_for_scope
 
-API_KEY_HEADER = b"x-api-key"
 HEALTH_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/health", "/healthz"})
 _LOOPBACK_NAMES = {"localhost", "ip6-localhost", "ip6-loopback"}
 
@@ -64,7 +62,7 @@ async def send_error(
 ) -> None:
     """Answer with an error in the shape of the protocol of the route the request was for."""
     note_error(scope, code)
-    body = json.dumps(protocol_for_scope(scope).render(status, code, message, None)).encode()
+    body = error_json(protocol_for_scope(scope).render(status, code, message, None))
     start: dict[str, Any] = {
         "type": "http.response.start",
         "status": status,
@@ -78,15 +76,22 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers") or []:
-        if key.lower() == name:
-            return bytes(value)
-    return None
+def _presented(scope: Scope) -> bytes | None:
+    """The key a request carries, byte for byte: a ``Bearer`` token of ``Authorization``, else ``x-api-key``."""
+    api_key = None
+    for name, value in scope.get("headers") or []:
+        name = bytes(name).lower()
+        if name == b"authorization":
+            scheme, _, token = bytes(value).partition(b" ")
+            if scheme.lower() == b"bearer" and token:
+                return token
+        elif name == b"x-api-key":
+            api_key = bytes(value)
+    return api_key
 
 
 class ApiKeyMiddleware:
-    """Require one of ``keys`` in ``x-api-key`` (401 otherwise); a no-op when no keys are configured."""
+    """Require one of ``keys`` as a bearer token or in ``x-api-key`` (401 otherwise); a no-op without keys."""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
@@ -103,14 +108,14 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or not self.keys or scope.get("path") in HEALTH_PATHS:
             await self.app(scope, receive, send)
             return
-        if not self._accepted(_header(scope, API_KEY_HEADER)):
+        if not self._accepted(_presented(scope)):
             await send_error(
                 scope,
                 send,
                 401,
                 "unauthorized",
-                "missing or invalid API key: send it in the 'x-api-key' header",
-                headers=[(b"www-authenticate", b'ApiKey header="x-api-key"')],
+                "missing or invalid API key: send 'Authorization: Bearer <key>' (or the key in the 'x-api-key' header)",
+                headers=[(b"www-authenticate", b'Bearer realm="maas", ApiKey header="x-api-key"')],
             )
             return
         await self.app(scope, receive, send)
@@ -182,9 +187,9 @@ class AdmissionController:
 class AdmissionControlMiddleware:
     """Admit at most ``max_concurrency`` requests at once; queue a bounded few; refuse the rest at once."""
 
-    def __init__(self, app: ASGIApp, max_concurrency: int, max_queue: int, queue_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, controller: AdmissionController) -> None:
         self.app = app
-        self.controller = AdmissionController(max_concurrency, max_queue, queue_timeout_s)
+        self.controller = controller
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self.controller.max_concurrency <= 0 or scope.get("path") in HEALTH_PATHS:

@@ -2,8 +2,10 @@
 
 Routes are added from the model's own stack to the API the shared stack defines (imported by id),
 so a model stack can be deployed, updated or removed without touching another model's routes.
-Every method requires IAM (SigV4) authorization and an API key (for the tenant's usage plan), and
-validates its request; POST bodies are checked against a JSON schema derived from the model's limits.
+Every method requires an authenticated caller — a bearer key checked by the authorizer of the route's protocol
+(``api_auth = "bearer"``, the default) or SigV4 (``"iam"``) — and an API key for the tenant's usage plan (named
+by the authorizer, or sent as x-api-key), and validates its request; POST bodies are checked against a JSON
+schema derived from the model's limits.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ from constructs import Construct
 
 from infra import nag
 from infra.config import ModelSpec
+from infra.constructs.authorizer import AuthorizerRef, protocol_of
 
-COG4_REASON = (
-    "Methods use IAM (SigV4) authorization plus a per-tenant API key; tenants are IAM principals, no Cognito pool"
-)
+COG4_REASONS = {
+    "iam": (
+        "Methods use IAM (SigV4) authorization plus a per-tenant API key; tenants are IAM principals, no Cognito pool"
+    ),
+    "bearer": (
+        "Methods use a Lambda REQUEST authorizer: bearer keys checked against hashed keys in DynamoDB (maas keys); "
+        "tenants are API consumers, not Cognito users"
+    ),
+}
 JSON_SCHEMA = "http://json-schema.org/draft-04/schema#"
 IntegrationFactory = Callable[[str, str], apigw.Integration]
 
@@ -46,6 +55,22 @@ class ApiRefs:
     v1_resource_id: str
     body_validator_id: str
     params_validator_id: str
+    authorizer_ids: Mapping[str, str] | None = None  # by protocol; None: SigV4 (IAM) authorization
+
+
+def cog4_reason(api_auth: str) -> str:
+    """Why no Cognito user pool authorizes the API (cdk-nag COG4)."""
+    return COG4_REASONS[api_auth]
+
+
+def method_auth(authorizer_ids: Mapping[str, str] | None, path: str) -> dict[str, Any]:
+    """How a method at ``path`` authenticates: its protocol's bearer-key authorizer, or SigV4 without one."""
+    if authorizer_ids is None:
+        return {"authorization_type": apigw.AuthorizationType.IAM}
+    return {
+        "authorization_type": apigw.AuthorizationType.CUSTOM,
+        "authorizer": AuthorizerRef(authorizer_ids[protocol_of(path)]),
+    }
 
 
 def route_table(spec: ModelSpec) -> tuple[Route, ...]:
@@ -130,7 +155,8 @@ class ModelRoutes(Construct):
                 self, "ParamsValidator", refs.params_validator_id
             ),
         }
-        nag.acknowledge(self, "AwsSolutions-COG4", COG4_REASON)
+        nag.acknowledge(self, "AwsSolutions-COG4", cog4_reason("iam" if refs.authorizer_ids is None else "bearer"))
+        self._authorizer_ids = refs.authorizer_ids
         self.methods: list[apigw.Method] = []
         created: dict[str, apigw.IResource] = dict(roots)
         for route in route_table(spec):
@@ -172,7 +198,7 @@ class ModelRoutes(Construct):
         return resource.add_method(
             http_method,
             integration(http_method, path),
-            authorization_type=apigw.AuthorizationType.IAM,
+            **method_auth(self._authorizer_ids, path),
             api_key_required=True,
             request_validator=validators["body" if models else "params"],
             request_models=models,
@@ -213,18 +239,30 @@ def _schema_kwargs(schema: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def routes_fingerprint(specs: list[ModelSpec]) -> str:
+def generation_methods(spec: ModelSpec) -> list[tuple[str, str]]:
+    """``(path, method)`` of every route of a text-generation model (none for other tasks): each gets the usage
+    plans' generation throttle, and streams its response."""
+    if not spec.streams:
+        return []
+    return [(route.path, method) for route in route_table(spec) for method in route.methods]
+
+
+def routes_fingerprint(specs: list[ModelSpec], *, api_auth: str = "iam") -> str:
     """A stable description of every route and its integration settings: a change forces a redeploy."""
     return json.dumps(
-        [
-            {
-                "model": s.name,
-                "target": s.target,
-                "timeout": s.deploy.api_timeout_s,
-                "routes": [[r.path, list(r.methods)] for r in route_table(s)],
-                "schemas": {r.path: request_schema(s, r.path) for r in route_table(s) if "POST" in r.methods},
-            }
-            for s in specs
-        ],
+        {
+            "auth": api_auth,
+            "models": [
+                {
+                    "model": s.name,
+                    "target": s.target,
+                    "timeout": s.deploy.api_timeout_s,
+                    "stream": s.streams,
+                    "routes": [[r.path, list(r.methods)] for r in route_table(s)],
+                    "schemas": {r.path: request_schema(s, r.path) for r in route_table(s) if "POST" in r.methods},
+                }
+                for s in specs
+            ],
+        },
         sort_keys=True,
     )

@@ -22,7 +22,14 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import IConstruct
 
-from functions.contract.deployment import IDEMPOTENCY_TTL_DAYS, REPLIES_DIR, RuntimeEnvironment, service_name
+from functions.contract.deployment import (
+    IDEMPOTENCY_TTL_DAYS,
+    JOB_EVENT_BUS,
+    REPLIES_DIR,
+    RUNS_DIR,
+    RuntimeEnvironment,
+    service_name,
+)
 from functions.contract.rules import queue_url
 from infra import nag
 from infra.config import ModelSpec
@@ -78,7 +85,7 @@ class DataAccess:
                 actions=["s3:GetObject"],
                 resources=[self.object_arn(self.artifact_bucket_name, f"{spec.artifact_s3_prefix()}/*")],
             ),
-            self._kms_via_s3("DataKeyViaS3Read", ["kms:Decrypt"]),
+            self.kms_via_s3("DataKeyViaS3Read", ["kms:Decrypt"]),
         ]
 
     def s3_job_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
@@ -112,8 +119,30 @@ class DataAccess:
                 actions=["s3:ListBucket"],
                 resources=[self.bucket_arn(self.batch_bucket_name)],
             ),
-            self._kms_via_s3("DataKeyViaS3ReadWrite", ["kms:Decrypt", "kms:GenerateDataKey"]),
+            self.kms_via_s3("DataKeyViaS3ReadWrite", ["kms:Decrypt", "kms:GenerateDataKey"]),
         ]
+
+    def chunk_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
+        """A chunked S3 job's steps: the S3 job's access, plus deleting its own run files once merged.
+
+        ``DeleteObject`` only below ``<output prefix>.runs/`` (the plan, the chunk outputs, the Map's results):
+        never an input, an output or a summary."""
+        return [
+            *self.s3_job_statements(spec),
+            iam.PolicyStatement(
+                sid="DeleteOwnRunFiles",
+                actions=["s3:DeleteObject"],
+                resources=[self.object_arn(self.batch_bucket_name, f"{spec.output_prefix}{RUNS_DIR}*")],
+            ),
+        ]
+
+    def job_event_statement(self) -> iam.PolicyStatement:
+        """Announce finished jobs on the account's default event bus, and nowhere else."""
+        return iam.PolicyStatement(
+            sid="AnnounceFinishedJobs",
+            actions=["events:PutEvents"],
+            resources=[f"arn:{self.partition}:events:{self.region}:{self.account}:event-bus/{JOB_EVENT_BUS}"],
+        )
 
     def reply_statements(self, spec: ModelSpec) -> list[iam.PolicyStatement]:
         """SQS replies: put ``<output prefix>replies/<id>.json`` and send to the model's reply queues."""
@@ -125,7 +154,7 @@ class DataAccess:
             ),
             # Decrypt too, as for every writer here (SSE-KMS with a bucket key); through S3 alone it
             # opens nothing, since this role may not read any object.
-            self._kms_via_s3("DataKeyViaS3Write", ["kms:Decrypt", "kms:GenerateDataKey"]),
+            self.kms_via_s3("DataKeyViaS3Write", ["kms:Decrypt", "kms:GenerateDataKey"]),
             *self.reply_queue_statements(spec),
         ]
 
@@ -146,7 +175,7 @@ class DataAccess:
 
         Its output-prefix write already covers ``<output prefix>replies/``.
         """
-        return [*self.s3_job_statements(spec), *self.reply_queue_statements(spec)]
+        return [*self.s3_job_statements(spec), *self.reply_queue_statements(spec), self.job_event_statement()]
 
     def idempotency_statement(self, table: dynamodb.ITable) -> iam.PolicyStatement:
         """The four item operations Powertools idempotency performs."""
@@ -156,7 +185,8 @@ class DataAccess:
             resources=[table.table_arn],
         )
 
-    def _kms_via_s3(self, sid: str, actions: list[str]) -> iam.PolicyStatement:
+    def kms_via_s3(self, sid: str, actions: list[str]) -> iam.PolicyStatement:
+        """The data key, usable only through S3 (``kms:ViaService``)."""
         return iam.PolicyStatement(
             sid=sid,
             actions=actions,
@@ -171,12 +201,14 @@ class DataAccess:
         *,
         bundled_at: str,
         table: dynamodb.ITable | None = None,
+        announce_jobs: bool = False,
         **runtime: object,
     ) -> RuntimeEnvironment:
         """The runtime's settings for this model (the contract's variable names; ``runtime`` adds more).
 
         ``table`` is given to the batch consumers only (S3/SQS functions, queue worker): the HTTP path
-        keeps no idempotency records and gets neither the table's name nor access to it.
+        keeps no idempotency records and gets neither the table's name nor access to it. ``announce_jobs``: the
+        runtimes that finish S3 jobs (S3 and chunk functions, the worker) announce each on the default bus.
         """
         source = getattr(spec.deploy, "model_source", "bundled")
         models = (
@@ -195,6 +227,7 @@ class DataAccess:
             expected_bucket_owner=self.account,
             idempotency_table=table.table_name if table is not None else None,
             idempotency_ttl_seconds=IDEMPOTENCY_TTL_DAYS * 24 * 3600 if table is not None else None,
+            job_event_bus=JOB_EVENT_BUS if announce_jobs else None,
             service_name=service_name(spec.name),
             log_level=settings.log_level,
             **runtime,  # type: ignore[arg-type]

@@ -1,10 +1,17 @@
 """A ``gpu`` model: the same FastAPI app under uvicorn in a CUDA container, on ECS with EC2 GPU capacity.
 
 An Auto Scaling group of GPU instances (ECS GPU-optimized AMI) is the cluster's capacity provider,
-so instances follow the tasks. The HTTP service scales on CPU between ``min_tasks`` and ``max_tasks``
-and is reached from API Gateway through a VPC link and an internal Network Load Balancer that
-health-checks ``/v2/health/ready``. A queue worker (same image) drains the model's job queue and
-scales on its backlog, down to ``worker_min_tasks`` (0 by default).
+so instances follow the tasks. The HTTP service scales on the load its servers report between ``min_tasks`` and
+``max_tasks`` and is reached from API Gateway through a VPC link and an internal Network Load Balancer that
+health-checks ``/v2/health/ready``. A queue worker (same image) drains the model's job queue and scales on its
+backlog per task, down to ``worker_min_tasks`` (0 by default):
+
+- target tracking on (messages visible + in flight) / running worker tasks, at ``worker_backlog_per_task``: a
+  message a task holds still counts, so a busy fleet is never read as idle;
+- a step policy starts the first task when the backlog is not empty and no task runs (a ratio has no value at 0);
+- a task is protected from scale-in while it holds messages (the worker sets ECS task protection through its
+  agent), so scaling in only ever stops idle tasks; each held message's visibility is extended by the worker's
+  heartbeat until its own deadline (``batch_timeout_s``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_dynamodb as dynamodb
@@ -46,6 +52,7 @@ from infra import nag
 from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.constructs.data_access import DataAccess
+from infra.constructs.worker_scaling import WorkerScaling
 from infra.settings import EnvironmentConfig
 
 _HEALTH_PROBE = (
@@ -82,6 +89,7 @@ class GpuService(Construct):
             raise TypeError(f"model {spec.name!r} is not a gpu target")
         deploy = self._deploy = spec.deploy
         self._vpc_cidr = settings.vpc_cidr
+        self._streams = spec.streams
         instance = aws_limits.GPU_INSTANCES[deploy.instance_type]
         worker_max = deploy.worker_max_tasks if deploy.worker_max_tasks is not None else deploy.max_tasks
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENHANCED)
@@ -109,6 +117,8 @@ class GpuService(Construct):
             microbatch=True,
             microbatch_wait_ms=2,
             load_metrics_interval_s=LOAD_REPORT_S,
+            # API Gateway's integration timeout: generation answers within it (finish_reason "length")
+            request_timeout_s=float(deploy.api_timeout_s),
         ).variables()
         # The worker runs S3 jobs and SQS replies: the idempotency table, and the queue it polls.
         worker_environment = access.environment(
@@ -116,8 +126,11 @@ class GpuService(Construct):
             settings,
             bundled_at=bundled_at,
             table=table,
+            announce_jobs=True,
             queue_url=queue.queue_url,
+            message_budget_s=deploy.batch_timeout_s,
             execution_providers="cuda,cpu",
+            batch_memory_mb=deploy.memory_mb,
         ).variables()
         log_group = logs.LogGroup(
             self,
@@ -160,20 +173,26 @@ class GpuService(Construct):
         access.acknowledge_prefix_wildcards(self, batch)
         worker_task.task_role.add_to_principal_policy(access.idempotency_statement(table))
         queue.grant_consume_messages(worker_task.task_role)
+        # The worker protects itself from scale-in while it holds messages (ECS agent endpoint -> this API).
+        worker_task.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="OwnScaleInProtection",
+                actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                resources=[self._tasks_arn()],
+            )
+        )
+        nag.acknowledge(
+            worker_task.task_role,
+            f"AwsSolutions-IAM5[Resource::{self._tasks_arn(shown=True)}]",
+            "Scale-in protection of this cluster's own tasks (task ids exist only at run time)",
+        )
         self.worker = self._service("Worker", worker_task, healthy_percent=(0, 100), load_balanced=False)
         worker_scaling = self.worker.auto_scale_task_count(
             min_capacity=deploy.worker_min_tasks, max_capacity=max(worker_max, 1)
         )
-        worker_scaling.scale_on_metric(
-            "BacklogScaling",
-            metric=queue.metric_approximate_number_of_messages_visible(period=cdk.Duration.minutes(1)),
-            scaling_steps=[
-                appscaling.ScalingInterval(upper=0, change=-1),
-                appscaling.ScalingInterval(lower=1, change=+1),
-                appscaling.ScalingInterval(lower=deploy.worker_backlog_per_task, change=+2),
-            ],
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
-            cooldown=cdk.Duration.minutes(3),
+        self.worker_scaling = WorkerScaling(
+            self, "WorkerScaling", scaling=worker_scaling, queue=queue, cluster=self.cluster, service=self.worker,
+            backlog_per_task=deploy.worker_backlog_per_task,
         )
         for task in (server_task, worker_task):
             nag.acknowledge(
@@ -187,8 +206,16 @@ class GpuService(Construct):
             "Container environment holds only non-secret settings (bucket, prefixes, table, queue URL)",
         )
 
+    def _tasks_arn(self, *, shown: bool = False) -> str:
+        stack = cdk.Stack.of(self)
+        partition = "<AWS::Partition>" if shown and cdk.Token.is_unresolved(stack.partition) else stack.partition
+        cluster = f"<{cdk.Stack.of(self).get_logical_id(self.cluster.node.default_child)}>" if shown else \
+            self.cluster.cluster_name  # type: ignore[arg-type]
+        return f"arn:{partition}:ecs:{stack.region}:{stack.account}:task/{cluster}/*"
+
     def integration(self, http_method: str, path: str) -> apigw.Integration:
-        """An HTTP proxy integration through the VPC link to the NLB, keeping the request path."""
+        """An HTTP proxy integration through the VPC link to the NLB, keeping the request path; streamed (STREAM
+        transfer mode) for a model whose responses stream, so tokens reach the client as uvicorn sends them."""
         uri_path = path.replace("{proxy+}", "{proxy}")
         return apigw.Integration(
             type=apigw.IntegrationType.HTTP_PROXY,
@@ -201,6 +228,7 @@ class GpuService(Construct):
                 request_parameters=(
                     {"integration.request.path.proxy": "method.request.path.proxy"} if "{proxy}" in uri_path else None
                 ),
+                response_transfer_mode=apigw.ResponseTransferMode.STREAM if self._streams else None,
             ),
         )
 

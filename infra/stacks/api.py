@@ -1,8 +1,13 @@
-"""The API stage stack: deployment, stage (access logs, X-Ray, throttling), WAF, usage plans and keys.
+"""The API stage stack: deployment, stage (access logs, X-Ray, throttling), WAF, usage plans and keys, custom domain.
 
 It deploys after every model stack: a REST API deployment is a snapshot of the methods that exist
 when it is created, so it must come after the methods the model stacks add. Its logical id carries
 a fingerprint of every route, so adding, removing or changing a model's routes redeploys the stage.
+
+Each tier is a usage plan (throttle and quota per tenant key); in it, every method of a text-generation model has
+its own, lower throttle (``generation_rate_limit``/``generation_burst_limit``): such a request holds a function
+for seconds. With ``domain_name`` and ``certificate_arn`` the stage is also served on a regional custom domain
+(TLS 1.2 at least), mapped at ``base_path``.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from collections.abc import Sequence
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
+from aws_cdk import aws_certificatemanager as acm
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
+from functions.contract.deployment import tenant_key_name
 from infra.config import ModelSpec
-from infra.constructs.api_routes import routes_fingerprint
+from infra.constructs.api_routes import generation_methods, routes_fingerprint
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.settings import EnvironmentConfig
 from infra.stacks.shared import SharedStack
@@ -30,6 +37,8 @@ ACCESS_LOG_FORMAT = {
     "caller": "$context.identity.caller",
     "userArn": "$context.identity.userArn",
     "apiKeyId": "$context.identity.apiKeyId",
+    "tenant": "$context.authorizer.tenant",  # bearer keys: the tenant and key id the authorizer found
+    "keyId": "$context.authorizer.keyId",
     "requestTime": "$context.requestTime",
     "httpMethod": "$context.httpMethod",
     "resourcePath": "$context.resourcePath",
@@ -66,7 +75,7 @@ class ApiStack(cdk.Stack):
             self, "Api", rest_api_id=shared.api.rest_api_id, root_resource_id=shared.api.rest_api_root_resource_id
         )
         deployment = apigw.Deployment(self, "Deployment", api=api, description=f"{settings.prefix} routes")
-        deployment.add_to_logical_id(routes_fingerprint(list(models)))
+        deployment.add_to_logical_id(routes_fingerprint(list(models), api_auth=settings.api_auth))
         access_logs = logs.LogGroup(
             self,
             "AccessLogs",
@@ -88,8 +97,9 @@ class ApiStack(cdk.Stack):
             throttling_burst_limit=settings.stage_burst_limit,
         )
         self.usage_plans: dict[str, apigw.UsagePlan] = {}
+        generation = [method for spec in models for method in generation_methods(spec)]
         for tier in settings.tiers.values():
-            self.usage_plans[tier.name] = apigw.UsagePlan(
+            plan = self.usage_plans[tier.name] = apigw.UsagePlan(
                 self,
                 f"Tier-{tier.name}",
                 name=f"{settings.prefix}-{tier.name}",
@@ -98,17 +108,64 @@ class ApiStack(cdk.Stack):
                 quota=apigw.QuotaSettings(limit=tier.quota_limit, period=apigw.Period[tier.quota_period]),
                 api_stages=[apigw.UsagePlanPerApiStage(api=api, stage=self.stage)],
             )
+            if generation:
+                # Per-method throttles, keyed "<resource path>/<METHOD>" (the methods live in the model stacks, so
+                # they are named here rather than passed across stacks as objects).
+                throttles = {
+                    f"{path}/{method}": {
+                        "RateLimit": tier.generation_rate_limit,
+                        "BurstLimit": tier.generation_burst_limit,
+                    }
+                    for path, method in generation
+                }
+                cfn_plan = plan.node.default_child
+                assert isinstance(cfn_plan, apigw.CfnUsagePlan)
+                cfn_plan.add_property_override("ApiStages.0.Throttle", throttles)
         for tenant, tier_name in settings.tenants.items():
             key = apigw.ApiKey(
                 self,
                 f"Key-{tenant}",
-                api_key_name=f"{settings.prefix}-{tenant}",
+                api_key_name=tenant_key_name(settings.stage, tenant),
                 description=f"maas tenant {tenant} ({tier_name} tier)",
                 enabled=True,
             )
             self.usage_plans[tier_name].add_api_key(key)
         if settings.waf:
             self._web_acl(settings)
+        if settings.domain_name and settings.certificate_arn:
+            self._custom_domain(settings, api)
+
+    def _custom_domain(self, settings: EnvironmentConfig, api: apigw.IRestApi) -> None:
+        """A regional custom domain (TLS 1.2+) serving this stage at ``base_path``; DNS points at its target."""
+        assert settings.domain_name and settings.certificate_arn
+        domain = apigw.DomainName(
+            self,
+            "Domain",
+            domain_name=settings.domain_name,
+            certificate=acm.Certificate.from_certificate_arn(self, "Certificate", settings.certificate_arn),
+            endpoint_type=apigw.EndpointType.REGIONAL,
+            security_policy=apigw.SecurityPolicy[settings.domain_security_policy],
+        )
+        apigw.BasePathMapping(
+            self,
+            "BasePath",
+            domain_name=domain,
+            rest_api=api,
+            stage=self.stage,
+            base_path=settings.base_path or None,
+        )
+        cdk.CfnOutput(
+            self,
+            "DomainTarget",
+            description=f"Point {settings.domain_name} here (a CNAME, or a Route 53 alias record)",
+            value=domain.domain_name_alias_domain_name,
+        )
+        cdk.CfnOutput(
+            self,
+            "DomainUrl",
+            description="Base URL of the API on the custom domain",
+            value=f"https://{settings.domain_name}/{settings.base_path + '/' if settings.base_path else ''}",
+        )
 
     def _web_acl(self, settings: EnvironmentConfig) -> None:
         def managed(name: str, priority: int, count_only: tuple[str, ...] = ()) -> wafv2.CfnWebACL.RuleProperty:

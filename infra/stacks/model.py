@@ -15,11 +15,12 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from functions.contract.catalog import LambdaDeploy
-from infra import nag, packaging
+from infra import packaging
 from infra.config import ModelSpec
 from infra.constructs.alarms import ModelAlarms, ModelSignals
 from infra.constructs.api_routes import ModelRoutes, route_table
 from infra.constructs.batch_events import BatchEvents
+from infra.constructs.batch_state_machine import BatchStateMachine
 from infra.constructs.data_access import DataAccess
 from infra.constructs.gpu_service import GpuService
 from infra.constructs.lambda_endpoint import LambdaEndpoint
@@ -34,8 +35,6 @@ ROLLOUTS = {
     "linear-10-percent-every-minute": codedeploy.LambdaDeploymentConfig.LINEAR_10_PERCENT_EVERY_1_MINUTE,
 }
 FIVE_MINUTES = cdk.Duration.minutes(5)
-# The singleton Lambda CDK creates per stack to manage S3 notifications on an imported bucket.
-_NOTIFICATIONS_HANDLER = "BucketNotificationsHandler050a0587b7544547bf325f094a3db834"
 
 
 class ModelStack(cdk.Stack):
@@ -62,7 +61,7 @@ class ModelStack(cdk.Stack):
             region=self.region,
             account=settings.account,
         )
-        self.batch_bucket = s3.Bucket.from_bucket_name(self, "BatchBucket", settings.bucket_name("batch"))
+        self.sizing = spec.batch_sizing(settings.benchmarks_dir, settings.batch_map_concurrency)
         self.table = dynamodb.Table(
             self,
             "IdempotencyTable",
@@ -91,18 +90,6 @@ class ModelStack(cdk.Stack):
                 alarms=[self.alarms.alarms["errors"], self.alarms.alarms["server_errors"]],
                 auto_rollback=codedeploy.AutoRollbackConfig(failed_deployment=True, deployment_in_alarm=True),
             )
-        handler = self.node.try_find_child(_NOTIFICATIONS_HANDLER)
-        if handler is not None:
-            nag.acknowledge(
-                handler,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-                "CDK's S3 notifications handler (a deploy-time custom resource) only writes its own logs",
-            )
-            nag.acknowledge(
-                handler,
-                "AwsSolutions-IAM5[Resource::*]",
-                "s3:PutBucketNotification is scoped by the handler to the one bucket it is invoked for",
-            )
 
     def _lambda_model(self, spec: ModelSpec, settings: EnvironmentConfig, shared: SharedStack) -> ModelSignals:
         if spec.package == "zip":
@@ -117,14 +104,28 @@ class ModelStack(cdk.Stack):
             package_dir=package_dir,
             access=self.access,
             table=self.table,
+            chunk_bytes=self.sizing.chunk_bytes,
+        )
+        self.jobs = BatchStateMachine(
+            self,
+            "ChunkedJobs",
+            spec=spec,
+            settings=settings,
+            sizing=self.sizing,
+            access=self.access,
+            chunk_function=endpoint.chunk_alias,
+            alarm_topic=shared.alarm_topic,
         )
         events = BatchEvents(
             self,
             "Batch",
             spec=spec,
-            batch_bucket=self.batch_bucket,
+            batch_bucket_name=settings.bucket_name("batch"),
+            sizing=self.sizing,
             s3_function=endpoint.s3_alias,
             sqs_function=endpoint.sqs_alias,
+            chunk_function=endpoint.chunk_alias,
+            state_machine=self.jobs.state_machine,
         )
         self.events = events
         integration = apigw.LambdaIntegration(
@@ -132,6 +133,8 @@ class ModelStack(cdk.Stack):
             proxy=True,
             allow_test_invoke=False,
             timeout=cdk.Duration.seconds(spec.deploy.api_timeout_s),
+            # a streaming model's function answers through the Lambda Web Adapter: invoked with response streaming
+            response_transfer_mode=apigw.ResponseTransferMode.STREAM if spec.streams else None,
         )
         self.routes = ModelRoutes(
             self, "Routes", spec=spec, refs=shared.api_refs(), integration=lambda _method, _path: integration
@@ -158,7 +161,16 @@ class ModelStack(cdk.Stack):
                         fn.metric("ConcurrentExecutions", statistic="Maximum", period=ONE_MINUTE) for fn in functions
                     ],
                     width=12,
-                )
+                ),
+                cw.GraphWidget(
+                    title="Chunked S3 jobs (executions)",
+                    left=[
+                        self.jobs.state_machine.metric_started(period=FIVE_MINUTES),
+                        self.jobs.state_machine.metric_succeeded(period=FIVE_MINUTES),
+                        self.jobs.failures,
+                    ],
+                    width=12,
+                ),
             ],
         )
 
@@ -166,7 +178,7 @@ class ModelStack(cdk.Stack):
         if shared.vpc is None:
             raise ValueError("the shared stack has no VPC although a gpu model exists")
         context_dir = packaging.stage_docker_context(spec, settings, dockerfile=packaging.GPU_DOCKERFILE)
-        events = BatchEvents(self, "Batch", spec=spec, batch_bucket=self.batch_bucket)
+        events = BatchEvents(self, "Batch", spec=spec, batch_bucket_name=settings.bucket_name("batch"))
         self.events = events
         logs_bucket = s3.Bucket.from_bucket_name(self, "AccessLogsBucket", settings.bucket_name("logs"))
         service = GpuService(

@@ -23,11 +23,12 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS
-from infra import nag
+from functions.contract.deployment import IDEMPOTENCY_DIR, IDEMPOTENCY_TTL_DAYS, RUNS_DIR, RUNS_TTL_DAYS
+from infra import nag, packaging
 from infra.config import ModelSpec
 from infra.constructs.alarms import ApiAlarms
-from infra.constructs.api_routes import COG4_REASON, ApiRefs
+from infra.constructs.api_routes import ApiRefs, cog4_reason, method_auth
+from infra.constructs.authorizer import ApiAuthorizers
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.settings import EnvironmentConfig
 
@@ -70,6 +71,14 @@ class SharedStack(cdk.Stack):
         self.batch_bucket = self._data_bucket(
             "BatchBucket", "batch", removal, versioned=True, lifecycle_rules=_batch_lifecycle(settings, models)
         )
+        # Every event of the batch bucket goes to EventBridge, where each model stack's own rules pick its uploads
+        # (by prefix, and by size: docs/batch.md). Set here, natively, once: no model stack edits the bucket's
+        # notification configuration (CDK's notification custom resource read, merged and rewrote it per stack).
+        cfn_bucket = self.batch_bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        cfn_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(event_bridge_enabled=True)
+        )
         self.alarm_topic = sns.Topic(
             self, "AlarmTopic", display_name=f"{settings.prefix} alarms", master_key=self.data_key, enforce_ssl=True
         )
@@ -79,6 +88,7 @@ class SharedStack(cdk.Stack):
         ):
             self.alarm_topic.add_subscription(self._subscription(target))
 
+        self.authorizers: ApiAuthorizers | None = None
         self.api = self._rest_api(models)
         self.vpc = self._vpc() if any(m.target == "gpu" for m in models) else None
         ApiAlarms(self, "ApiAlarms", settings=settings, topic=self.alarm_topic, models=models)
@@ -114,6 +124,7 @@ class SharedStack(cdk.Stack):
             v1_resource_id=self.v1_resource.resource_id,
             body_validator_id=self.body_validator.request_validator_id,
             params_validator_id=self.params_validator.request_validator_id,
+            authorizer_ids=dict(self.authorizers.ids) if self.authorizers is not None else None,
         )
 
     def _data_key(self, removal: cdk.RemovalPolicy) -> kms.Key:
@@ -121,7 +132,7 @@ class SharedStack(cdk.Stack):
             self,
             "DataKey",
             alias=f"alias/{self.settings.prefix}-data",
-            description="maas data at rest: artifact and batch buckets, alarm topic",
+            description="maas data at rest: artifact and batch buckets, API key table, alarm topic",
             enable_key_rotation=True,
             removal_policy=removal,
             pending_window=cdk.Duration.days(30 if self.settings.retain_data else 7),
@@ -237,9 +248,23 @@ class SharedStack(cdk.Stack):
             cloud_watch_role=True,
             cloud_watch_role_removal_policy=cdk.RemovalPolicy.RETAIN,
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            api_key_source_type=apigw.ApiKeySourceType.HEADER,
+            # bearer: the authorizer names the tenant's usage-plan key; iam: callers send it in x-api-key
+            api_key_source_type=(
+                apigw.ApiKeySourceType.AUTHORIZER
+                if self.settings.api_auth == "bearer"
+                else apigw.ApiKeySourceType.HEADER
+            ),
             binary_media_types=["image/*", "application/octet-stream"],
         )
+        if self.settings.api_auth == "bearer":
+            self.authorizers = ApiAuthorizers(
+                self,
+                "Keys",
+                api=api,
+                settings=self.settings,
+                data_key=self.data_key,
+                code_dir=packaging.stage_authorizer_zip(self.settings),
+            )
         self.body_validator = api.add_request_validator(
             "BodyValidator", validate_request_body=True, validate_request_parameters=True
         )
@@ -265,11 +290,11 @@ class SharedStack(cdk.Stack):
                 ],
             ),
             method_responses=[apigw.MethodResponse(status_code="200")],
-            authorization_type=apigw.AuthorizationType.IAM,
+            **method_auth(self.authorizers.ids if self.authorizers else None, "/v1/models"),
             api_key_required=True,
             request_validator=self.params_validator,
         )
-        nag.acknowledge(api, "AwsSolutions-COG4", COG4_REASON)
+        nag.acknowledge(api, "AwsSolutions-COG4", cog4_reason(self.settings.api_auth))
         role = api.node.try_find_child("CloudWatchRole")
         if role is not None:
             nag.acknowledge(
@@ -312,7 +337,7 @@ def _batch_lifecycle(settings: EnvironmentConfig, models: Sequence[ModelSpec]) -
     records' TTL, in case a function ever runs without its table.
     """
     retention = cdk.Duration.days(settings.batch_retention_days)
-    # inputs/<model>/ is watched by each model's S3 notification; outputs/<model>/ is only written.
+    # inputs/<model>/ is watched by each model's EventBridge rules; outputs/<model>/ is only written.
     rules = [
         s3.LifecycleRule(id="expire-inputs", prefix="inputs/", expiration=retention),
         s3.LifecycleRule(id="expire-outputs", prefix="outputs/", expiration=retention),
@@ -329,6 +354,16 @@ def _batch_lifecycle(settings: EnvironmentConfig, models: Sequence[ModelSpec]) -
             id=f"expire-idempotency-{spec.name}",
             prefix=f"{spec.output_prefix}{IDEMPOTENCY_DIR}",
             expiration=idempotency_days,
+        )
+        for spec in models
+    ]
+    # A chunked job's working files (chunk list, chunk outputs, the Map's results) are deleted by its merge; a run
+    # that failed keeps them for a redrive, which Step Functions allows for 14 days. Then they go.
+    rules += [
+        s3.LifecycleRule(
+            id=f"expire-runs-{spec.name}",
+            prefix=f"{spec.output_prefix}{RUNS_DIR}",
+            expiration=cdk.Duration.days(RUNS_TTL_DAYS + 1),
         )
         for spec in models
     ]

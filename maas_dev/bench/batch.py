@@ -114,6 +114,9 @@ def batch_throughput(pipeline: Any, server: Any, *, seq: int, count: int = 512, 
         bare = rates["bare_session_run"]
         results["sets"][set_name] = {
             "mean_tokens": tokens / count,
+            # the JSONL line each record is (with its newline): the S3 job's rate in bytes/s, which routes objects
+            # and sizes chunks as deployed (functions/contract/batch_plan.py)
+            "mean_line_bytes": len(body) / count,
             "records_per_s": rates,
             "fraction_of_bare": {case: rate / bare for case, rate in rates.items()},
         }

@@ -25,7 +25,8 @@ import torch
 from PIL import Image, ImageEnhance
 
 from functions.contract import GateResult, Quantization
-from functions.inference.images import ImagePreprocessing, pixel_batch
+from functions.inference.image_config import ImagePreprocessing
+from functions.inference.images import pixel_batch
 from functions.inference.loader import verify_artifact
 from functions.inference.pipelines.image import ImageClassificationPipeline
 from functions.inference.postprocess import softmax

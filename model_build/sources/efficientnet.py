@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from functions.contract import Task
-from functions.inference.images import ImagePreprocessing
+from functions.inference.image_config import ImagePreprocessing
 from model_build.sources import SourceModel
 
 MODEL_NAME = "efficientnet-lite0"

@@ -2,14 +2,17 @@
 zipped and unzipped as `cdk deploy` ships it WHEN every handler of every Lambda model runs in a fresh CPython of
 the template's runtime version — `-I -S`, only the bundle (plus boto3, as the managed runtime provides it) on
 sys.path, the task root mounted read-only at /var/task, an unprivileged user, exactly the template's environment
-(intrinsics resolved to the local AWS that moto serves) — over every event in events/ that targets it
-THEN every response is right, and torch, transformers, onnx, model_build and the dev tools are never imported.
+(intrinsics resolved to the local AWS that moto serves) — over every event in events/ that targets it (a streaming
+model's HTTP function as deployed: its server behind the Lambda Web Adapter's HTTP request)
+THEN every response is right, and torch, transformers, onnx, model_build and the dev tools are never imported;
+and the API's authorizer runs from its zip with nothing but boto3 beside it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +22,13 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 
-from maas_dev.lambda_bundle import BundleRun, can_isolate, run_bundle, runtime_provided_dir, unzip_asset
+from maas_dev.bundle_process import BundleServer
+from maas_dev.gateway import adapter
+from maas_dev.gateway.local import TaskRoots
+from maas_dev.gateway.stage import FunctionDef, stage_functions
+from maas_dev.lambda_bundle import BundleRun, can_isolate, run_bundle
+from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
+from tests.bundle.conftest import ACCOUNT, REGION, REPO, STAGE
 from tests.conftest import EVENTS_DIR, ensure_artifact
 
 pytestmark = [
@@ -27,8 +36,6 @@ pytestmark = [
     pytest.mark.skipif(not can_isolate(), reason="needs root and unshare to mount a read-only /var/task"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-ACCOUNT, REGION, STAGE = "123456789012", "eu-west-1", "dev"
 NEVER_IMPORTED = {"torch", "transformers", "onnx", "onnxscript", "model_build", "maas_dev", "infra", "moto",
                   "uvicorn", "typer", "rich", "httpx", "pytest", "huggingface_hub"}  # fmt: skip
 IMAGE_TASKS = {"image-classification"}
@@ -39,105 +46,31 @@ class Function:
     model: str
     task: str
     kind: str  # http, s3, sqs
-    handler: str
-    environment: dict[str, Any]
-    asset: Path  # a zip's directory, or a container image's build context
-    image: bool
-    memory_mb: int
-    timeout_s: int
+    definition: FunctionDef
+
+    @property
+    def handler(self) -> str:
+        return self.definition.handler or "functions.handlers.http.handler"  # a web-adapter image serves the app
 
 
 @pytest.fixture(scope="module")
-def stage(tmp_path_factory: pytest.TempPathFactory, lambda_deps: Path) -> tuple[list[Function], Path]:
-    """The dev stage's functions, synthesized strictly from the built artifacts and dependencies."""
+def stage(synthesized_stage: Path) -> list[Function]:
+    """The dev stage's model functions, from the strictly synthesized templates."""
     from functions.contract.catalog import load_catalog
-    from infra.app import build_app
-    from infra.settings import load_environment
 
-    tmp = tmp_path_factory.mktemp("bundle-stage")
-    settings = load_environment(
-        {"configFile": "infra/stages/dev.toml"}.get, {"CDK_DEFAULT_ACCOUNT": ACCOUNT, "CDK_DEFAULT_REGION": REGION}
-    )
-    catalog_text = (REPO / "catalog.toml").read_text()
     catalog = load_catalog(REPO / "catalog.toml")
-    for name in settings.models:
-        ensure_artifact(name)
-    # this machine runs x86_64: the same stage, its Lambda models built for x86_64
-    catalog_text = catalog_text.replace('architecture = "arm64"', 'architecture = "x86_64"')
-    (tmp / "catalog.toml").write_text(catalog_text)
-    context = {
-        "account": ACCOUNT,
-        "region": REGION,
-        "packaging": "strict",
-        "nag": "false",
-        "catalog": str(tmp / "catalog.toml"),
-        "lambdaDepsDir": str(lambda_deps),
-        "stagingDir": str(tmp / "staging"),
-        "artifactsDir": str(REPO / "artifacts"),
-    }
-    outdir = tmp / "cdk.out"
-    build_app(context, outdir=str(outdir), environ={}).synth()
     functions = []
-    for name in settings.models:
-        template = json.loads((outdir / f"maas-{STAGE}-model-{name}.template.json").read_text())
-        for resource in template["Resources"].values():
-            props = resource.get("Properties", {})
-            if resource["Type"] != "AWS::Lambda::Function":
-                continue
-            image = props.get("PackageType") == "Image"
-            handler = props["ImageConfig"]["Command"][0] if image else props.get("Handler", "")
-            if not handler.startswith("functions."):
-                continue
-            code = props["Code"]["ImageUri"]["Fn::Sub"].rsplit(":", 1)[1] if image else props["Code"]["S3Key"]
-            asset = outdir / f"asset.{code.removesuffix('.zip')}"
-            kind, variables = handler.split(".")[2], props["Environment"]["Variables"]
-            task = catalog[name].task
-            functions.append(
-                Function(name, task, kind, handler, variables, asset, image, props["MemorySize"], props["Timeout"])
-            )
-    return functions, tmp
+    for definition in stage_functions(synthesized_stage, STAGE):
+        if not definition.stack.startswith(f"maas-{STAGE}-model-"):
+            continue
+        model = definition.stack.removeprefix(f"maas-{STAGE}-model-")
+        kind = "http" if definition.web_adapter else str(definition.handler).split(".")[2]
+        functions.append(Function(model, catalog[model].task, kind, definition))
+    return functions
 
 
 @pytest.fixture(scope="module")
-def task_roots(stage: tuple[list[Function], Path], lambda_deps: Path) -> dict[Path, Path]:
-    """Each distinct code asset as deployed: a zip unzipped; an image's task root as its Dockerfile builds it."""
-    functions, tmp = stage
-    roots = {}
-    for function in {f.asset: f for f in functions}.values():
-        out = tmp / "roots" / function.asset.name
-        roots[function.asset] = (image_task_root if function.image else unzip_asset)(
-            function.asset, out, *((function.task, lambda_deps) if function.image else ())
-        )
-    return roots
-
-
-def image_task_root(context: Path, out: Path, task: str, lambda_deps: Path) -> Path:
-    """What docker/lambda.Dockerfile puts in ${LAMBDA_TASK_ROOT}, without Docker: the staged lock's packages
-    (the same wheels `infra.build_deps` installs from the same lock, for this machine's x86_64), the context's
-    functions/ and artifacts/, compiled by Lambda's Python."""
-    from infra import lockfile, packaging
-
-    dockerfile = (context / "Dockerfile").read_text()
-    assert "--require-hashes" in dockerfile and "requirements.lock" in dockerfile
-    staged = set(lockfile.read_lock(context / "requirements.lock"))
-    sets = [packaging.deps_dir(lambda_deps, "x86_64", extra) for extra in (None, *packaging.extras_for(task))]
-    built = {name for deps in sets for name in lockfile.read_lock(packaging.deps_stamp(lambda_deps, "x86_64",
-             None if deps.name == "x86_64" else deps.name.split("-", 1)[1]))}  # fmt: skip
-    assert staged == built, staged ^ built  # the image installs exactly what the zips carry for its task
-    for source in (*sets, context):
-        for path in source.rglob("*"):
-            if path.is_file() and path.name not in ("Dockerfile", "requirements.lock", "constraints.txt"):
-                target = out / path.relative_to(source)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
-    packaging.compile_runtime(out / "functions")
-    for path in out.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return out
-
-
-@pytest.fixture(scope="module")
-def aws(stage: tuple[list[Function], Path]) -> Iterator[dict[str, str]]:
+def aws() -> Iterator[dict[str, str]]:
     """A local AWS (moto server on loopback) holding what the template's environment names."""
     from moto.server import ThreadedMotoServer
 
@@ -155,27 +88,21 @@ def aws(stage: tuple[list[Function], Path]) -> Iterator[dict[str, str]]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return runtime_provided_dir(tmp_path_factory.mktemp("runtime"), Path(boto3.__file__).resolve().parents[1])
-
-
 def _lower(credentials: dict[str, str]) -> dict[str, str]:
     return {key.lower(): value for key, value in credentials.items()}
 
 
+def _client(service: str, aws: dict[str, str]) -> Any:
+    """A client of the local AWS, for the test's own setup and checks."""
+    keys = {k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    return boto3.client(service, region_name=REGION, endpoint_url=aws["AWS_ENDPOINT_URL"], **_lower(keys))
+
+
 def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
     """The template's variables as Lambda would set them; intrinsics (a table's Ref) resolved for the local AWS."""
-    env = {}
-    for name, value in function.environment.items():
-        env[name] = value if isinstance(value, str) else f"maas-{STAGE}-{function.model}-idempotency"
+    env = dict(function.definition.environment)
     if "MAAS_IDEMPOTENCY_TABLE" in env:
-        dynamodb = boto3.client(
-            "dynamodb",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        dynamodb = _client("dynamodb", aws)
         if env["MAAS_IDEMPOTENCY_TABLE"] not in dynamodb.list_tables()["TableNames"]:
             dynamodb.create_table(
                 TableName=env["MAAS_IDEMPOTENCY_TABLE"],
@@ -185,14 +112,18 @@ def _environment(function: Function, aws: dict[str, str]) -> dict[str, str]:
             )
     lambda_env = {
         "AWS_LAMBDA_FUNCTION_NAME": f"maas-{STAGE}-{function.model}-{function.kind}",
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
-        "MAAS_PROBE_TIMEOUT_S": str(function.timeout_s),
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.definition.memory_mb),
+        "MAAS_PROBE_TIMEOUT_S": str(function.definition.timeout_s),
     }
     return {**env, **lambda_env, **{k: v for k, v in aws.items() if k != "BUCKET"}}
 
 
 def _targets(event: dict[str, Any], function: Function) -> bool:
     """Whether ``event`` is one this function receives as deployed."""
+    if event.get("source") == "aws.s3":  # EventBridge's Object Created: the small-object rule targets the S3 function
+        return function.kind == "s3" and event["detail"]["object"]["key"].startswith(f"inputs/{function.model}/")
+    if "step" in event or "BatchInput" in event or event.get("source") == "aws.states":  # the state machine's steps
+        return function.kind == "chunk" and f"maas-dev-{function.model}-jobs" in json.dumps(event)
     records = event.get("Records")
     if records:
         source = records[0].get("eventSource")
@@ -217,17 +148,18 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     event = json.loads(json.dumps(event))
     records = event.get("Records") or []
     bucket = aws["BUCKET"]
+    created = event if event.get("source") == "aws.s3" else event.get("event")
+    if isinstance(created, dict) and created.get("source") == "aws.s3":  # Object Created, alone or in a plan step
+        # the chunked route gets its own copy: the direct route's summary of the same version would end its plan
+        key = SAMPLE_KEY if created is event else SAMPLE_KEY.replace(".jsonl", " (chunked).jsonl")
+        put = _put_sample(aws, key)
+        created["detail"]["bucket"]["name"] = bucket
+        created["resources"] = [f"arn:aws:s3:::{bucket}"]
+        created["detail"]["object"].update(key=quote_plus(key, safe="/"), size=len(SAMPLE_JSONL),
+                                           etag=put["ETag"].strip('"'), **{"version-id": put["VersionId"]})
     for record in records:
         if record.get("eventSource") == "aws:s3":
-            s3 = boto3.client(
-                "s3",
-                region_name=REGION,
-                endpoint_url=aws["AWS_ENDPOINT_URL"],
-                **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-            )
-            from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
-
-            put = s3.put_object(Bucket=bucket, Key=SAMPLE_KEY, Body=SAMPLE_JSONL)
+            put = _put_sample(aws)
             record["s3"]["bucket"]["name"] = bucket
             record["s3"]["bucket"]["arn"] = f"arn:aws:s3:::{bucket}"
             record["s3"]["object"].update(
@@ -243,50 +175,116 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
     return event
 
 
+_UPLOADED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def _put_sample(aws: dict[str, str], key: str = SAMPLE_KEY) -> dict[str, Any]:
+    """Upload the object the sample events announce (maas_dev.local_aws.SAMPLE_JSONL) to the stage's bucket, once:
+    every event that names it announces the same version (a second upload would make the first events stale)."""
+    if (aws["AWS_ENDPOINT_URL"], key) not in _UPLOADED:
+        _UPLOADED[aws["AWS_ENDPOINT_URL"], key] = _client("s3", aws).put_object(
+            Bucket=aws["BUCKET"], Key=key, Body=SAMPLE_JSONL)
+    return _UPLOADED[aws["AWS_ENDPOINT_URL"], key]
+
+
+def _with_run(event: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """A chunk or merge step as the state machine builds it for the run the plan step returned."""
+    event = json.loads(json.dumps(event))
+    if "BatchInput" in event:
+        event["BatchInput"]["run"] = run
+        event["Items"][0].update(end=run["job"]["size"])
+    elif event.get("step") == "merge":
+        event["run"] = run
+    return event
+
+
 EVENTS = sorted(EVENTS_DIR.glob("*.json"))
 
 
 def _run(
     function: Function,
     events: list[dict[str, Any]],
-    roots: dict[Path, Path],
+    roots: TaskRoots,
     aws: dict[str, str],
     python: Path,
     runtime_dir: Path,
 ) -> BundleRun:
-    return run_bundle(
-        roots[function.asset],
-        python=python,
-        handler=function.handler,
-        environment=_environment(function, aws),
-        events=events,
-        runtime_dir=runtime_dir,
-    )
+    root = roots(function.definition)
+    environment = _environment(function, aws)
+    if not function.definition.web_adapter:
+        return run_bundle(
+            root, python=python, handler=function.handler, environment=environment, events=events,
+            runtime_dir=runtime_dir,
+        )  # fmt: skip
+    # The image's entry point is the server; the adapter's part is an HTTP request per event. What the app imports
+    # is checked from the same task root through the handler module the server loads.
+    imports = run_bundle(root, python=python, handler=function.handler, environment=environment, events=[],
+                         runtime_dir=runtime_dir)  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert function.definition.entry_point is not None
+    server = BundleServer(
+        root, python=python, entry_point=list(function.definition.entry_point), port=port, runtime_dir=runtime_dir,
+        environment=environment, ready_path=environment["AWS_LWA_READINESS_CHECK_PATH"],
+    )  # fmt: skip
+    results = []
+    with server:
+        server.start()
+        for event in events:
+            response = adapter.forward(
+                port, event, deadline_s=adapter.lambda_deadline(function.definition.timeout_s),
+                function_arn="arn:aws:lambda:eu-west-1:123456789012:function:local", timeout_s=60,
+            )  # fmt: skip
+            body = b"".join(response.chunks()).decode()
+            response.close()
+            headers = {k.lower(): v for k, v in response.headers}
+            results.append({"ok": True, "response": {"statusCode": response.status, "body": body, "headers": headers}})
+    return BundleRun(
+        init_s=imports.init_s, results=results, import_failures={}, modules=imports.modules,
+        peak_rss_mb=imports.peak_rss_mb, process_s=imports.process_s, first_response_s=None, stderr="",
+    )  # fmt: skip
+
+
+def _authorizer_event(path: Path) -> bool:
+    return json.loads(path.read_text()).get("type") == "REQUEST"
 
 
 def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bundle(
-    stage: tuple[list[Function], Path],
-    task_roots: dict[Path, Path],
+    stage: list[Function],
+    task_roots: TaskRoots,
     aws: dict[str, str],
     lambda_python: Path,
     runtime_dir: Path,
 ) -> None:
-    functions, _ = stage
+    functions = stage
     assert {f.model for f in functions} == {"minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"}
-    assert sorted(f.kind for f in functions) == sorted(["http", "s3", "sqs"] * 4)
+    assert sorted(f.kind for f in functions) == sorted(["http", "s3", "sqs", "chunk"] * 4)
     served: dict[str, list[str]] = {}
     for function in functions:
-        events = [(path.name, json.loads(path.read_text())) for path in EVENTS]
+        events = [(path.name, json.loads(path.read_text())) for path in EVENTS if not _authorizer_event(path)]
         mine = [(name, _adapt(event, function, aws)) for name, event in events if _targets(event, function)]
-        run = _run(function, [event for _, event in mine], task_roots, aws, lambda_python, runtime_dir)
+        runs = []
+        if function.kind == "chunk" and mine:  # the plan first: the later steps carry the run it returns
+            plans = [(name, event) for name, event in mine if event.get("step") == "plan"]
+            runs.append((plans, _run(function, [e for _, e in plans], task_roots, aws, lambda_python, runtime_dir)))
+            run_ref = runs[0][1].results[0]["response"]["run"]
+            later = [(name, _with_run(event, run_ref)) for name, event in mine if event.get("step") != "plan"]
+            runs.append((later, _run(function, [e for _, e in later], task_roots, aws, lambda_python, runtime_dir)))
+        else:
+            runs.append((mine, _run(function, [event for _, event in mine], task_roots, aws, lambda_python,
+                                    runtime_dir)))
         where = f"{function.model} {function.kind}"
-        assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
-        assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
-        for (name, _), result in zip(mine, run.results, strict=True):
-            _check(name, function, result, aws)
+        for given, run in runs:
+            assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
+            assert ("PIL" in run.modules) == (function.task in IMAGE_TASKS), where  # text zips carry no Pillow
+            assert ("boto3" in run.modules) == (function.kind != "http"), where  # ~1 s of init HTTP never pays
+            for (name, _), result in zip(given, run.results, strict=True):
+                _check(name, function, result, aws)
         served[where] = [name for name, _ in mine]
     # every event in events/ was delivered to at least one function, and every HTTP function got one
-    assert {name for names in served.values() for name in names} == {path.name for path in EVENTS}
+    served_events = {name for names in served.values() for name in names}
+    assert served_events == {path.name for path in EVENTS if not _authorizer_event(path)}
     assert all(served[f"{m} http"] for m in ("minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"))
 
 
@@ -299,12 +297,7 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
         good_id = {"minilm-embed": "req-embed-1", "intent-classifier": "req-intent-1"}[function.model]
         good = {r["messageId"] for r in records if f'"id": "{good_id}"' in r["body"]}
         assert good and not good & failed and failed == {r["messageId"] for r in records} - good, where
-        s3 = boto3.client(
-            "s3",
-            region_name=REGION,
-            endpoint_url=aws["AWS_ENDPOINT_URL"],
-            **_lower({k: aws[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}),
-        )
+        s3 = _client("s3", aws)
         replies = s3.list_objects_v2(Bucket=aws["BUCKET"], Prefix=f"outputs/{function.model}/replies/")
         assert replies.get("KeyCount", 0) >= 1, where
         return
@@ -312,6 +305,19 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
         assert result["ok"], (where, result)
         (job,) = result["response"]["jobs"]
         assert job["status"] == "completed" and job["counts"] == {"total": 3, "succeeded": 2, "failed": 1}, where
+        return
+    if function.kind == "chunk":  # plan, the Map's batch, merge, then a failure notice for a job that completed
+        assert result["ok"], (where, result)
+        response = result["response"]
+        if name.endswith("_plan.json"):
+            assert response["route"] == "chunks" and response["chunks"] == 1, where
+        elif name.endswith("_chunk.json"):
+            (chunk,) = response["chunks"]
+            assert chunk["counts"] == {"total": 3, "succeeded": 2, "failed": 1} and not chunk["skipped"], where
+        elif name.endswith("_merge.json"):
+            assert response["status"] == "completed" and response["counts"]["total"] == 3, where
+        else:
+            assert response == {"status": "ignored"}, where  # the job completed: a late failure notice changes nothing
         return
     assert result["ok"], (where, result)
     response = result["response"]
@@ -332,16 +338,15 @@ def _check(name: str, function: Function, result: dict[str, Any], aws: dict[str,
 
 
 def test_the_task_root_stays_untouched_and_every_module_loads_from_bytecode(
-    stage: tuple[list[Function], Path],
-    task_roots: dict[Path, Path],
+    stage: list[Function],
+    task_roots: TaskRoots,
     aws: dict[str, str],
     lambda_python: Path,
     runtime_dir: Path,
 ) -> None:
     """Nothing is compiled at a cold start: every module of the bundle (the runtime's own too) has its bytecode."""
-    functions, _ = stage
-    http = next(f for f in functions if f.model == "minilm-embed" and f.kind == "http")
-    root = task_roots[http.asset]
+    http = next(f for f in stage if f.model == "minilm-embed" and f.kind == "http")
+    root = task_roots(http.definition)
     before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     run = run_bundle(
         root,
@@ -385,3 +390,70 @@ def test_the_readme_deploy_steps_synthesize_strictly_with_the_shipped_catalog(
     report = json.loads((tmp / "cdk.out" / "validation-report.json").read_text())
     (nag,) = report["pluginReports"]
     assert nag["conclusion"] == "success" and nag["violations"] == []  # only acknowledged findings, with reasons
+
+
+def test_the_authorizer_runs_from_its_zip_with_boto3_alone(
+    synthesized_stage: Path, task_roots: TaskRoots, aws: dict[str, str], lambda_python: Path, runtime_dir: Path
+) -> None:
+    """GIVEN the stage's key table (moto) holding the sample event's key WHEN the authorizer's zip runs as Lambda runs
+    it THEN it allows the key with the tenant's usage-plan key, refuses others in the path's protocol shape and asks
+    API Gateway for a 401 without one — importing nothing but the standard library, boto3 and its own modules."""
+    from functions.contract.deployment import AUTHORIZER_HANDLER
+    from functions.web import api_keys as keys
+
+    (definition,) = [f for f in stage_functions(synthesized_stage, STAGE) if f.handler == AUTHORIZER_HANDLER]
+    root = task_roots(definition)
+    shipped = sorted(str(p.relative_to(root)) for p in root.rglob("*.py"))
+    assert shipped == sorted(f"functions/{module}" for module in ("__init__.py", "handlers/__init__.py",
+                             "handlers/authorizer.py", "web/__init__.py", "web/api_keys.py"))  # fmt: skip
+    event = json.loads((EVENTS_DIR / "apigw_authorizer_request.json").read_text())
+    key = event["headers"]["Authorization"].removeprefix("Bearer ")
+    dynamodb = _client("dynamodb", aws)
+    table = definition.environment["MAAS_API_KEYS_TABLE"]
+    if table not in dynamodb.list_tables()["TableNames"]:  # (moto's state is per process: another test may have it)
+        dynamodb.create_table(
+            TableName=table, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "key_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "key_id", "AttributeType": "S"}],
+        )  # fmt: skip
+    item = {"key_id": keys.key_id_of(key), "key_hash": keys.key_hash(key), "tenant": "demo", "usage_key": "u" * 40,
+            "status": keys.ACTIVE}  # fmt: skip
+    dynamodb.put_item(TableName=table, Item={name: {"S": value} for name, value in item.items()})
+    wrong = {**event, "headers": {"Authorization": "Bearer " + keys.new_key().key}}
+    missing = {**event, "headers": {}}
+    environment = {**definition.environment, **{k: v for k, v in aws.items() if k != "BUCKET"}}
+    run = run_bundle(root, python=lambda_python, handler=AUTHORIZER_HANDLER, environment=environment,
+                     events=[event, wrong, missing], runtime_dir=runtime_dir)  # fmt: skip
+    allowed, refused, absent = run.results
+    assert allowed["ok"] and allowed["response"]["usageIdentifierKey"] == "u" * 40, allowed
+    assert allowed["response"]["policyDocument"]["Statement"][0]["Effect"] == "Allow"
+    assert refused["ok"] and refused["response"]["context"]["code"] == "invalid_api_key"
+    assert json.loads(refused["response"]["context"]["errorBody"])["error"]["type"] == "invalid_request_error"  # /v1
+    assert absent == {**absent, "ok": False, "error": "Unauthorized", "message": "Unauthorized"}
+    assert not run.modules & {"pydantic", "pydantic_core", "numpy", "fastapi", "starlette", "onnxruntime",
+                              "aws_lambda_powertools", *NEVER_IMPORTED}, run.modules  # fmt: skip
+    assert {"functions", "boto3"} <= run.modules
+
+
+def test_the_bundle_holds_the_runtime_and_no_dev_tool_and_every_runtime_module_imports_from_it(
+    stage: list[Function],
+    task_roots: TaskRoots,
+    aws: dict[str, str],
+    lambda_python: Path,
+    runtime_dir: Path,
+) -> None:
+    """GIVEN the image model's zip (the one bundle that carries every dependency set, Pillow included) THEN its
+    file list holds the runtime and its dependencies but no dev tool, build or infra code, and every module of
+    `functions` imports from it: one importing moto, uvicorn, typer or rich would fail there, for they are not in it."""
+    image = next(
+        f for f in stage if f.task in IMAGE_TASKS and f.kind == "http" and f.definition.image_target is None
+    )
+    root = task_roots(image.definition)
+    top = {path.name for path in root.iterdir()}
+    assert {"functions", "artifacts", "onnxruntime", "numpy", "tokenizers", "PIL"} <= top
+    assert not top & {"maas_dev", "model_build", "infra", "tests", "moto", "uvicorn", "typer", "rich", "torch"}
+    files = [str(p.relative_to(root)) for p in (root / "functions").rglob("*.py")]
+    assert not [f for f in files if f.rsplit("/", 1)[-1] in ("server.py", "local_aws.py", "cli.py")]
+    run = run_bundle(root, python=lambda_python, handler=image.handler, environment=_environment(image, aws),
+                     events=[], runtime_dir=runtime_dir, import_all="functions")  # fmt: skip
+    assert run.import_failures == {}
+    assert len(files) > 60 and not run.modules & NEVER_IMPORTED

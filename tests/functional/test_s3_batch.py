@@ -16,7 +16,8 @@ from moto import mock_aws
 from functions.batch.exceptions import StorageError
 from functions.batch.s3io import clear_clients, s3_client
 from functions.contract import Limits, Task
-from functions.inference.pipelines.base import Prepared, TaskParameters, TaskResult
+from functions.inference.image_config import ImagePreprocessing
+from functions.inference.pipelines.base import Capability, Prepared, TaskParameters, TaskResult
 from functions.settings import get_settings
 from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY, local_context, s3_put_event
 from tests.conftest import EVENTS_DIR
@@ -277,8 +278,10 @@ class FakeImagePipeline:
     class manifest:  # mimics Pipeline.manifest
         version = "0000000000000000"
 
+    preprocessing = ImagePreprocessing(max_image_bytes=4096)  # the model's own per-image limit
+
     def has(self, capability: Any) -> bool:
-        return False
+        return capability is Capability.IMAGE_INPUT
 
     def prepare(self, inputs: list[Any], parameters: Any = None) -> Prepared[TaskParameters]:
         return Prepared(list(inputs), TaskParameters())
@@ -335,3 +338,47 @@ def test_per_model_prefixes_as_infra_deploys_them(s3, handler, monkeypatch):
     assert read_json(s3, f"outputs/{MODEL}/team/b.csv.summary.json")["counts"]["succeeded"] == 1
     # AND records of the idempotency store stay under the function's output prefix
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=f"outputs/{MODEL}/.idempotency/")["KeyCount"] == 2
+
+
+def test_manifest_images_are_limited_by_the_model_and_held_a_budget_at_a_time(s3, handler, monkeypatch):
+    from functions.batch.s3_jobs import S3JobRunner
+    from functions.inference.registry import ModelRegistry
+
+    images = ModelRegistry()
+    images.add(FakeImagePipeline())  # type: ignore[arg-type]
+    import functions.handlers.s3 as module
+
+    monkeypatch.setattr(module, "get_registry", lambda: images)
+    monkeypatch.setenv("MAAS_BATCH_MEMORY_MB", "1")  # a quarter: 262,144 bytes of input at once
+    monkeypatch.setenv("MAAS_MAX_IMAGE_BYTES", str(20 * 1024 * 1024))  # no longer a second, larger limit
+    get_settings.cache_clear()
+    held: list[int] = []
+    flush = S3JobRunner._flush
+
+    def spy(self: Any, pipeline: Any, job: Any, window: list[Any], *rest: Any) -> None:
+        held.append(sum(record.size for record in window))
+        flush(self, pipeline, job, window, *rest)
+
+    monkeypatch.setattr(S3JobRunner, "_flush", spy)
+    s3.put_object(Bucket=BUCKET, Key="inputs/fake-image/ok.png", Body=b"\x89PNG" + b"0" * 3996)  # 4,000 bytes
+    s3.put_object(Bucket=BUCKET, Key="inputs/fake-image/big.png", Body=b"\x89PNG" + b"0" * 4093)  # 4,097 bytes
+    # GIVEN a manifest of 400 lines naming an accepted image, and lines naming one just over the model's limit
+    lines = [{"id": n, "image": "big.png" if n % 100 == 7 else "ok.png"} for n in range(400)]
+    handler(upload(s3, "inputs/fake-image/many.jsonl", b"\n".join(json.dumps(x).encode() for x in lines)),
+            local_context())  # fmt: skip
+    out = read_jsonl(s3, "outputs/fake-image/many.jsonl")
+    # THEN every line has its outcome, in order; the large image is refused by the model's own 4,096-byte limit
+    assert [line["id"] for line in out] == list(range(400))
+    refused = [line for line in out if "error" in line]
+    assert [line["id"] for line in refused] == [7, 107, 207, 307]
+    assert all("4,097 bytes; fake-image accepts at most 4,096" in line["error"]["message"] for line in refused)
+    # AND no window held more than a quarter of the function's memory in image bytes
+    assert len(held) > 1 and max(held) <= 1024 * 1024 // 4, held
+
+
+def test_image_lines_for_a_text_model_are_refused_without_fetching(s3, handler):
+    s3.put_object(Bucket=BUCKET, Key=f"inputs/{MODEL}/cat.png", Body=b"\x89PNG" + b"0" * 100)
+    handler(upload(s3, f"inputs/{MODEL}/m.jsonl", b'{"id": 1, "image": "cat.png"}\n{"id": 2, "inputs": "hi"}\n'),
+            local_context())  # fmt: skip
+    first, second = read_jsonl(s3, f"outputs/{MODEL}/m.jsonl")
+    assert "not an image model" in first["error"]["message"] and "output" in second

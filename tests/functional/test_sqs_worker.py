@@ -65,3 +65,19 @@ def test_worker_stops_when_asked(worker):
     stop.set()
     worker.run(stop, wait_seconds=0)  # returns at once: SIGTERM sets this event
     assert worker.poll_once(wait_seconds=0) == (0, 0)
+
+
+def test_worker_runs_the_job_an_eventbridge_object_created_message_announces(worker):
+    """GPU models: the batch bucket's EventBridge rule puts Object Created events on the job queue."""
+    from maas_dev.batch_local import object_created_event
+
+    s3, sqs, url = worker.runner.s3, worker.sqs, worker.queue_url
+    s3.put_object(Bucket=BUCKET, Key="inputs/minilm-embed/b c.jsonl", Body=b'{"id": 1, "inputs": "hello"}\n')
+    head = s3.head_object(Bucket=BUCKET, Key="inputs/minilm-embed/b c.jsonl")
+    event = object_created_event(BUCKET, "inputs/minilm-embed/b c.jsonl", etag=head["ETag"],
+                                 size=head["ContentLength"])
+    sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
+    assert worker.poll_once(wait_seconds=0) == (1, 0)
+    summary = json.loads(s3.get_object(Bucket=BUCKET, Key="outputs/minilm-embed/b c.jsonl.summary.json")["Body"].read())
+    assert summary["status"] == "completed" and summary["counts"]["succeeded"] == 1
+    assert in_flight(worker) == (0, 0)

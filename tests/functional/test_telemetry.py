@@ -105,3 +105,52 @@ def test_cold_start_is_counted_once_per_model_and_process(http_handler, capsys):
     assert first["statusCode"] == second["statusCode"] == 200
     docs = [line for line in _lines(capsys.readouterr().out) if "_aws" in line and "Requests" in line]
     assert [d.get("ColdStart") for d in docs] == [[1.0], None]
+
+
+def test_a_server_reports_its_requests_in_flight_every_interval(registry, capsys, monkeypatch):
+    """GIVEN a server with load reports on (the GPU container: uvicorn runs the app's lifespan) WHEN a request
+    is running THEN the next report counts it (EMF metric InFlight, dimension service), and idle reports say 0."""
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from functions.settings import Settings
+    from functions.web.app import create_app
+
+    pipeline = registry.get("minilm-embed")
+    running, release = threading.Event(), threading.Event()
+    execute = pipeline.execute
+
+    def held(features: Any, parameters: Any) -> Any:
+        running.set()
+        release.wait(10)
+        return execute(features, parameters)
+
+    monkeypatch.setattr(pipeline, "execute", held)
+    app = create_app(registry, Settings(load_metrics_interval_s=0.05))
+    with TestClient(app) as client:
+        time.sleep(0.2)
+        worker = threading.Thread(
+            target=client.post, args=("/models/minilm-embed/predict",), kwargs={"json": {"inputs": "x"}}
+        )
+        worker.start()
+        assert running.wait(10)
+        time.sleep(0.2)
+        release.set()
+        worker.join(10)
+    reports = [line for line in _lines(capsys.readouterr().out) if "_aws" in line and "InFlight" in line]
+    assert reports and reports[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+    counts = [r["InFlight"][0] for r in reports]
+    assert counts[0] == 0.0 and 1.0 in counts
+
+
+def test_no_load_reports_without_a_server_lifespan(registry, capsys):
+    from fastapi.testclient import TestClient
+
+    from functions.settings import Settings
+    from functions.web.app import create_app
+
+    with TestClient(create_app(registry, Settings())) as client:
+        assert client.get("/v2/health/live").status_code == 200
+    assert not [line for line in _lines(capsys.readouterr().out) if "InFlight" in line]

@@ -31,6 +31,19 @@ ACCOUNT, REGION, STAGE = "123456789012", "eu-west-1", "dev"
 MB = 1024 * 1024
 
 
+def function_handler(props: Mapping[str, Any]) -> str | None:
+    """The maas handler a synthesized function runs: its ``Handler`` (zip), its image command, or the HTTP handler
+    for a streaming model's image (the Lambda Web Adapter in front of the app under uvicorn: no handler, an entry
+    point). None for functions that are not maas handlers (CDK's own)."""
+    from functions.contract.deployment import HANDLERS, STREAM_SERVER_COMMAND
+
+    image = props.get("ImageConfig") or {}
+    if image.get("EntryPoint") == list(STREAM_SERVER_COMMAND):
+        return HANDLERS["http"]
+    handler = props.get("Handler") or (image.get("Command") or [None])[0]
+    return handler if isinstance(handler, str) and handler.startswith("functions.") else None
+
+
 def write_manifest(
     root: Path, name: str, task: str, sizes: Mapping[str, int], version: str = "0123456789abcdef"
 ) -> Path:

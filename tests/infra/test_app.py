@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.infra.conftest import ACCOUNT, REGION, STAGE, Synth
+from tests.infra.conftest import ACCOUNT, REGION, STAGE, Synth, function_handler
 
 
 def test_one_shared_stack_one_stack_per_model_and_the_api_stage(
@@ -35,9 +35,11 @@ def test_stacks_have_the_configured_environment_and_tags(default_app: Synth) -> 
 def test_each_model_stack_uses_its_catalog_target(default_app: Synth, catalog: dict[str, dict[str, Any]]) -> None:
     for name, stack_name in default_app.model_stacks().items():
         template = default_app.template(stack_name)
-        functions = template.find_resources(
-            "AWS::Lambda::Function", {"Properties": {"Handler": "functions.handlers.http.handler"}}
-        )
+        functions = [
+            f
+            for f in template.find_resources("AWS::Lambda::Function").values()
+            if function_handler(f["Properties"]) == "functions.handlers.http.handler"
+        ]
         services = template.find_resources("AWS::ECS::Service")
         if catalog[name]["deploy"]["target"] == "lambda":
             assert len(functions) == 1 and not services, name

@@ -32,7 +32,7 @@ class Runtime:
     """One process the model runs as: a Lambda function or an ECS container, with its role's statements."""
 
     model: str
-    kind: str  # http | s3 | sqs | server | worker
+    kind: str  # http | s3 | sqs | chunk | server | worker
     props: dict[str, Any]
     env: dict[str, Any]
     statements: list[dict[str, Any]]
@@ -64,7 +64,7 @@ def _role_statements(resources: dict[str, Any], role_ref: Any) -> list[dict[str,
     return statements
 
 
-_LAMBDA_KINDS = {f"functions.handlers.{kind}.handler": kind for kind in ("http", "s3", "sqs")}
+_LAMBDA_KINDS = {f"functions.handlers.{kind}.handler": kind for kind in ("http", "s3", "sqs", "chunk")}
 
 
 def runtimes(app: Synth) -> Iterator[Runtime]:
@@ -108,7 +108,7 @@ def models(app: Synth, catalog: dict[str, dict[str, Any]]) -> dict[str, dict[str
 def all_runtimes(app: Synth) -> list[Runtime]:
     found = list(runtimes(app))
     kinds = {r.kind for r in found}
-    assert {"http", "s3", "sqs", "server", "worker"} <= kinds, kinds  # both targets are exercised
+    assert {"http", "s3", "sqs", "chunk", "server", "worker"} <= kinds, kinds  # both targets are exercised
     return found
 
 
@@ -220,6 +220,33 @@ def test_s3_jobs_read_the_announced_version_and_stream_their_output(all_runtimes
         _assert_s3_job_access(runtime)
 
 
+def test_chunked_job_steps_have_the_s3_jobs_access_and_delete_only_their_own_run_files(
+    all_runtimes: list[Runtime],
+) -> None:
+    chunks = [r for r in all_runtimes if r.kind == "chunk"]
+    assert chunks
+    for runtime in chunks:
+        input_prefix, output_prefix = _prefixes(runtime)
+        assert runtime.actions_on(f"{BUCKET_ARN}/{input_prefix}*") == {"s3:GetObject", "s3:GetObjectVersion"}
+        assert runtime.actions_on(f"{BUCKET_ARN}/{output_prefix}*") == {
+            "s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
+        deletes = [s for s in runtime.statements if "s3:DeleteObject" in _as_list(s["Action"])]
+        assert [_as_list(s["Resource"]) for s in deletes] == [[f"{BUCKET_ARN}/{output_prefix}.runs/*"]]
+        assert _as_list(deletes[0]["Action"]) == ["s3:DeleteObject"]
+        assert int(runtime.env["MAAS_CHUNK_BYTES"]) >= 1024  # the model's own: 7.3 KiB (generator) to MiBs
+
+
+def test_the_runtimes_that_finish_s3_jobs_announce_them_on_the_default_bus(all_runtimes: list[Runtime]) -> None:
+    bus = f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/default"
+    for runtime in all_runtimes:
+        puts = [s for s in runtime.statements if "events:PutEvents" in _as_list(s["Action"])]
+        if runtime.kind in ("s3", "chunk", "worker"):
+            assert runtime.env["MAAS_JOB_EVENT_BUS"] == "default", (runtime.model, runtime.kind)
+            assert [(_as_list(s["Action"]), _as_list(s["Resource"])) for s in puts] == [(["events:PutEvents"], [bus])]
+        else:
+            assert "MAAS_JOB_EVENT_BUS" not in runtime.env and not puts, (runtime.model, runtime.kind)
+
+
 def test_http_paths_touch_no_batch_data(all_runtimes: list[Runtime]) -> None:
     for runtime in (r for r in all_runtimes if r.kind in ("http", "server")):
         resources = {r for s in runtime.s3_statements() for r in _as_list(s["Resource"])}
@@ -231,7 +258,7 @@ def test_idempotency_table_belongs_to_the_batch_consumers_only(app: Synth, all_r
         resources = app.json(f"maas-{STAGE}-model-{runtime.model}")["Resources"]
         (table_id,) = [k for k, r in resources.items() if r["Type"] == "AWS::DynamoDB::Table"]
         dynamo = [s for s in runtime.statements if any(a.startswith("dynamodb:") for a in _as_list(s["Action"]))]
-        if runtime.kind in ("s3", "sqs", "worker"):
+        if runtime.kind in ("s3", "sqs", "chunk", "worker"):
             assert runtime.env["MAAS_IDEMPOTENCY_TABLE"] == {"Ref": table_id}
             assert int(runtime.env["MAAS_IDEMPOTENCY_TTL_SECONDS"]) == IDEMPOTENCY_TTL_DAYS * 86400
             assert len(dynamo) == 1 and set(_as_list(dynamo[0]["Action"])) == IDEMPOTENCY_ACTIONS
@@ -284,23 +311,28 @@ def test_fallback_idempotency_records_expire_after_their_ttl(app: Synth) -> None
 # --- 5. the GPU queue worker ----------------------------------------------------------------------
 
 
-def test_queue_worker_gets_its_queue_and_the_lambda_batch_environment(app: Synth, all_runtimes: list[Runtime]) -> None:
+def test_queue_worker_gets_its_queue_and_the_lambda_batch_environment(
+    app: Synth, all_runtimes: list[Runtime], models: dict[str, dict[str, Any]]
+) -> None:
     for worker in (r for r in all_runtimes if r.kind == "worker"):
         resources = app.json(f"maas-{STAGE}-model-{worker.model}")["Resources"]
         queue_id = worker.env["MAAS_QUEUE_URL"]["Ref"]
         queue = resources[queue_id]
         assert queue["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in queue["Properties"]
-        notifications = [r for r in resources.values() if r["Type"] == "Custom::S3BucketNotifications"]
-        assert [c["QueueArn"] for n in notifications for c in n["Properties"]["NotificationConfiguration"][
-            "QueueConfigurations"]] == [{"Fn::GetAtt": [queue_id, "Arn"]}]  # fmt: skip
+        rules = [r for r in resources.values() if r["Type"] == "AWS::Events::Rule"]
+        assert [t["Arn"] for r in rules for t in r["Properties"]["Targets"]] == [{"Fn::GetAtt": [queue_id, "Arn"]}]
         assert worker.env["MAAS_MODELS"] == f"/app/artifacts/{worker.model}"
         assert worker.env["MAAS_BATCH_BUCKET"] == BATCH_BUCKET
         assert worker.env["MAAS_INPUT_PREFIX"] == f"inputs/{worker.model}/"
         assert worker.env["MAAS_OUTPUT_PREFIX"] == f"outputs/{worker.model}/"
+        assert int(worker.env["MAAS_BATCH_MEMORY_MB"]) > 0  # its input windows are budgeted from the task's memory
         consume = worker.actions_on({"Fn::GetAtt": [queue_id, "Arn"]})  # type: ignore[arg-type]
         assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= consume
         server = next(r for r in all_runtimes if r.model == worker.model and r.kind == "server")
         assert "MAAS_QUEUE_URL" not in server.env
+        # each message's own deadline: the model's batch_timeout_s (docs/batch.md, "Queue worker")
+        budget = _deploy(models, worker.model).get("batch_timeout_s", DEFAULT_BATCH_TIMEOUT_S)
+        assert worker.env["MAAS_MESSAGE_BUDGET_S"] == str(budget)
 
 
 def test_worker_command_and_lambda_handlers_exist_in_the_runtime() -> None:
@@ -320,4 +352,5 @@ def test_worker_command_and_lambda_handlers_exist_in_the_runtime() -> None:
         [sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"http": True, "s3": True, "sqs": True, "worker": True}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"http": True, "s3": True, "sqs": True, "chunk": True,
+                                                                   "worker": True}

@@ -170,7 +170,7 @@ def test_api_reaches_the_service_through_a_vpc_link(gpu: Template, gpu_name: str
     assert len(methods) >= 6
     for method in methods.values():
         props = method["Properties"]
-        assert props["AuthorizationType"] == "AWS_IAM" and props["ApiKeyRequired"] is True
+        assert props["AuthorizationType"] == "CUSTOM" and props["ApiKeyRequired"] is True
         integration = props["Integration"]
         assert integration["Type"] == "HTTP_PROXY" and integration["ConnectionType"] == "VPC_LINK"
         assert integration["TimeoutInMillis"] <= 29_000
@@ -191,16 +191,18 @@ def test_api_reaches_the_service_through_a_vpc_link(gpu: Template, gpu_name: str
 
 
 def test_s3_inputs_are_queued_for_the_worker(gpu: Template, gpu_name: str) -> None:
+    """Every upload under the model's prefix (any size: the worker has no timeout) goes to its job queue."""
+    assert not gpu.find_resources("Custom::S3BucketNotifications")
     gpu.has_resource_properties(
-        "Custom::S3BucketNotifications",
+        "AWS::Events::Rule",
         {
-            "NotificationConfiguration": {
-                "QueueConfigurations": [
-                    Match.object_like(
-                        {"Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"inputs/{gpu_name}/"}]}}}
-                    )
-                ]
-            }
+            "EventPattern": {
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {"bucket": Match.any_value(), "object": {"key": [{"prefix": f"inputs/{gpu_name}/"}]}},
+            },
+            "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [Match.string_like_regexp("JobQueue"), "Arn"]},
+                                           "DeadLetterConfig": Match.any_value()})],
         },
     )
 

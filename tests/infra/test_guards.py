@@ -53,7 +53,7 @@ def test_auto_package_picks_an_image_instead_of_failing(build: Build) -> None:
     functions = Template.from_stack(stack).find_resources(
         "AWS::Lambda::Function", {"Properties": {"PackageType": "Image"}}
     )
-    assert len(functions) == 3
+    assert len(functions) == 4
 
 
 # --- timeouts that break API Gateway (29 s) or SQS (visibility >= 6x timeout) ----------------------

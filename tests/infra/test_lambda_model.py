@@ -1,5 +1,6 @@
 """GIVEN a `lambda` catalog model THEN its stack has the runtime's three handlers sized from the catalog,
-arm64 by default, an API route family behind IAM + API keys, an S3 notification on its own input prefix,
+arm64 by default, an API route family behind the bearer-key authorizers + usage-plan keys, an S3 notification on
+its own input prefix,
 and a job queue whose visibility timeout is at least 6x its consumer's timeout with partial batch
 failures reported."""
 
@@ -10,9 +11,14 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from tests.infra.conftest import ACCOUNT, REGION, STAGE, Synth
+from tests.infra.conftest import ACCOUNT, REGION, STAGE, Synth, function_handler
 
-HANDLERS = ("functions.handlers.http.handler", "functions.handlers.s3.handler", "functions.handlers.sqs.handler")
+HANDLERS = (
+    "functions.handlers.http.handler",
+    "functions.handlers.s3.handler",
+    "functions.handlers.sqs.handler",
+    "functions.handlers.chunk.handler",  # the chunked-job state machine's steps
+)
 BATCH_BUCKET = f"maas-{STAGE}-batch-{ACCOUNT}-{REGION}"
 
 
@@ -28,14 +34,15 @@ def lambda_names(catalog: dict[str, Any]) -> list[str]:
 
 
 def _functions(template: Template) -> dict[str, dict[str, Any]]:
+    """The model's maas functions, each with ``Handler`` set to the handler it runs (images included)."""
     return {
-        logical_id: resource["Properties"]
+        logical_id: {**resource["Properties"], "Handler": function_handler(resource["Properties"])}
         for logical_id, resource in template.find_resources("AWS::Lambda::Function").items()
-        if resource["Properties"].get("Handler", "").startswith("functions.")
+        if function_handler(resource["Properties"])
     }
 
 
-def test_three_handlers_sized_from_the_catalog(
+def test_four_handlers_sized_from_the_catalog(
     default_app: Synth, catalog: dict[str, Any], lambda_names: list[str]
 ) -> None:
     for name in lambda_names:
@@ -45,7 +52,7 @@ def test_three_handlers_sized_from_the_catalog(
         for props in functions.values():
             assert props["Architectures"] == [deploy.get("architecture", "arm64")]
             assert props["MemorySize"] == deploy["memory_mb"]
-            assert props["Runtime"].startswith("python3.")
+            assert props.get("PackageType") == "Image" or props["Runtime"].startswith("python3.")
             assert props["TracingConfig"] == {"Mode": "Active"}
             assert props["LoggingConfig"]["LogFormat"] == "JSON"
         timeouts = {p["Handler"]: p["Timeout"] for p in functions.values()}
@@ -71,8 +78,12 @@ def test_runtime_environment_contract(default_app: Synth, lambda_names: list[str
             assert env["POWERTOOLS_METRICS_NAMESPACE"] and env["POWERTOOLS_LOG_LEVEL"] == "INFO"
 
 
-def test_small_models_ship_as_zip_with_the_artifact(default_app: Synth, lambda_names: list[str]) -> None:
+def test_small_models_ship_as_zip_with_the_artifact(
+    default_app: Synth, lambda_names: list[str], catalog: dict[str, Any]
+) -> None:
     for name in lambda_names:
+        if catalog[name]["task"] == "text-generation":
+            continue  # streams: an image whatever its size (tests/infra/test_streaming.py)
         for props in _functions(default_app.template(f"maas-{STAGE}-model-{name}")).values():
             assert props["Code"]["S3Key"].endswith(".zip")
             assert "PackageType" not in props
@@ -114,24 +125,21 @@ def test_sqs_consumer_reports_item_failures_and_queue_outlives_6x_timeout(
     assert checked >= 4
 
 
-def test_s3_notification_watches_only_the_models_input_prefix(default_app: Synth, lambda_names: list[str]) -> None:
+def test_uploads_reach_the_model_through_eventbridge_rules_on_its_input_prefix(
+    default_app: Synth, lambda_names: list[str]
+) -> None:
+    """The batch bucket notifies EventBridge (no per-stack notification resource); each model's rules match
+    Object Created events of that bucket under its own prefix, split by size (tests/infra/test_chunked_jobs.py)."""
     for name in lambda_names:
         template = default_app.template(f"maas-{STAGE}-model-{name}")
-        template.has_resource_properties(
-            "Custom::S3BucketNotifications",
-            {
-                "BucketName": BATCH_BUCKET,
-                "NotificationConfiguration": {
-                    "LambdaFunctionConfigurations": [
-                        {
-                            "Events": ["s3:ObjectCreated:*"],
-                            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"inputs/{name}/"}]}},
-                            "LambdaFunctionArn": Match.any_value(),
-                        }
-                    ]
-                },
-            },
-        )
+        assert not template.find_resources("Custom::S3BucketNotifications")
+        rules = template.find_resources("AWS::Events::Rule", {"Properties": {"EventPattern": {"source": ["aws.s3"]}}})
+        assert len(rules) == 2, name
+        for rule in rules.values():
+            pattern = rule["Properties"]["EventPattern"]
+            assert pattern["detail-type"] == ["Object Created"]
+            assert pattern["detail"]["bucket"] == {"name": [BATCH_BUCKET]}
+            assert pattern["detail"]["object"]["key"] == [{"prefix": f"inputs/{name}/"}]
         # Async S3 invocations retry twice, then land in a failure queue (watched by the DLQ alarm).
         template.has_resource_properties(
             "AWS::Lambda::EventInvokeConfig",
@@ -151,7 +159,9 @@ def test_routes_cover_task_api_oip_v2_and_openai(default_app: Synth, lambda_name
         assert len(methods) >= 6
         for method in methods.values():
             props = method["Properties"]
-            assert props["AuthorizationType"] == "AWS_IAM" and props["ApiKeyRequired"] is True
+            # the bearer-key authorizer of the route's protocol (shared stack), and the tenant's usage-plan key
+            assert props["AuthorizationType"] == "CUSTOM" and props["ApiKeyRequired"] is True
+            assert "Fn::ImportValue" in props["AuthorizerId"]
             assert "RequestValidatorId" in props
             assert props["Integration"]["Type"] == "AWS_PROXY"
             assert props["Integration"]["TimeoutInMillis"] <= 29_000
@@ -201,12 +211,12 @@ def _ref(value: Any) -> str | None:
 def test_every_function_is_invoked_through_its_live_alias_and_keeps_its_versions(
     default_app: Synth, lambda_names: list[str]
 ) -> None:
-    """API Gateway, the S3 notification and the SQS event source invoke ``live``, never $LATEST; a deploy
+    """API Gateway, the EventBridge rules and the SQS event source invoke ``live``, never $LATEST; a deploy
     retains the versions it replaces, so ``maas rollback`` always has somewhere to go back to."""
     for name in lambda_names:
         resources = default_app.json(f"maas-{STAGE}-model-{name}")["Resources"]
         handler_of = {
-            k: r["Properties"]["Handler"] for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
+            k: function_handler(r["Properties"]) for k, r in resources.items() if r["Type"] == "AWS::Lambda::Function"
         }
         aliases = {
             handler_of[r["Properties"]["FunctionName"]["Ref"]]: k
@@ -227,13 +237,13 @@ def test_every_function_is_invoked_through_its_live_alias_and_keeps_its_versions
         ]
         assert api and all(f == {"Ref": aliases["functions.handlers.http.handler"]} for f in api)
         versions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Version"]
-        assert len(versions) == 3 and all(v["DeletionPolicy"] == v["UpdateReplacePolicy"] == "Retain" for v in versions)
+        assert len(versions) == 4 and all(v["DeletionPolicy"] == v["UpdateReplacePolicy"] == "Retain" for v in versions)
 
 
 def test_big_model_becomes_an_x86_container_image_with_provisioned_concurrency(variant_app: Synth) -> None:
     template = variant_app.template(f"maas-{STAGE}-model-big-classifier")
     functions = template.find_resources("AWS::Lambda::Function", {"Properties": {"PackageType": "Image"}})
-    assert len(functions) == 3
+    assert len(functions) == 4
     commands = sorted(f["Properties"]["ImageConfig"]["Command"][0] for f in functions.values())
     assert commands == sorted(HANDLERS)
     for function in functions.values():

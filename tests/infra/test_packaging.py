@@ -301,22 +301,50 @@ def _instructions(dockerfile: Path) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+def _stages(dockerfile: Path) -> dict[str, list[str]]:
+    """The instructions of each named build stage (``FROM … AS <name>``)."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in _instructions(dockerfile):
+        if line.startswith("FROM "):
+            current = stages.setdefault(line.split()[-1] if " AS " in line else line, [])
+        current.append(line)
+    return stages
+
+
 def test_lambda_dockerfile_builds_on_the_lambda_python_base_image() -> None:
     lines = _instructions(LAMBDA_DOCKERFILE)
+    runtime = _stages(LAMBDA_DOCKERFILE)["runtime"]
     assert f"ARG PYTHON_VERSION={limits.LAMBDA_PYTHON_VERSION}" in lines
-    assert "FROM public.ecr.aws/lambda/python:${PYTHON_VERSION}" in lines
-    assert any(line.startswith("RUN pip install") and "--only-binary=:all:" in line for line in lines)
-    assert "COPY functions/ ${LAMBDA_TASK_ROOT}/functions/" in lines
-    assert "COPY artifacts/ ${LAMBDA_TASK_ROOT}/artifacts/" in lines
-    assert lines[-1] == 'CMD ["functions.handlers.http.handler"]'
+    assert runtime[0] == "FROM public.ecr.aws/lambda/python:${PYTHON_VERSION} AS runtime"
+    assert any(line.startswith("RUN pip install") and "--only-binary=:all:" in line for line in runtime)
+    assert "COPY functions/ ${LAMBDA_TASK_ROOT}/functions/" in runtime
+    assert "COPY artifacts/ ${LAMBDA_TASK_ROOT}/artifacts/" in runtime
+    assert runtime[-1] == 'CMD ["functions.handlers.http.handler"]'
     assert "torch" not in LAMBDA_DOCKERFILE.read_text().lower().replace("no torch", "")
 
 
 def test_lambda_dockerfile_installs_the_staged_lock_hash_checked() -> None:
-    lines = _instructions(LAMBDA_DOCKERFILE)
-    assert "COPY requirements.lock /tmp/requirements.lock" in lines
-    (run,) = [line for line in lines if line.startswith("RUN pip install")]
+    runtime = _stages(LAMBDA_DOCKERFILE)["runtime"]
+    assert "COPY requirements.lock /tmp/requirements.lock" in runtime
+    (run,) = [line for line in runtime if line.startswith("RUN pip install")]
     assert "--require-hashes --no-deps" in run and "-r /tmp/requirements.lock" in run
+
+
+def test_lambda_dockerfile_stream_target_puts_the_web_adapter_before_the_same_app() -> None:
+    """The streaming variant: the runtime stage plus uvicorn (held to the lock) and the Lambda Web Adapter, its entry
+    point the contract's server command (infra sets the same one on the function)."""
+    from functions.contract.deployment import STREAM_SERVER_COMMAND
+
+    stages = _stages(LAMBDA_DOCKERFILE)
+    stream = stages["stream"]
+    assert stream[0] == "FROM runtime AS stream"
+    (run,) = [line for line in stream if line.startswith("RUN pip install")]
+    assert "-c /tmp/constraints.txt" in run and '"uvicorn==${UVICORN_VERSION}"' in run
+    assert "COPY --from=lambda-adapter /lambda-adapter /opt/extensions/lambda-adapter" in stream
+    assert stages["lambda-adapter"][0].startswith("FROM public.ecr.aws/awsguru/aws-lambda-adapter:")
+    entrypoint = next(line for line in stream if line.startswith("ENTRYPOINT "))
+    assert json.loads(entrypoint.removeprefix("ENTRYPOINT ")) == list(STREAM_SERVER_COMMAND)
 
 
 def test_gpu_dockerfile_installs_the_lock_then_the_cuda_build_under_its_constraints() -> None:

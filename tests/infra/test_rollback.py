@@ -66,7 +66,7 @@ def test_the_template_tags_functions_and_describes_versions_the_way_rollback_rea
     kinds = sorted(
         {t["Value"] for p in _template_functions(default_app) for t in p["Tags"] if t["Key"] == "maas:function"}
     )
-    assert kinds == ["http", "s3", "sqs"]
+    assert kinds == ["chunk", "http", "s3", "sqs"]
     versions = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Version"]
     assert {v["Properties"]["Description"].split()[:2] == ["maas", "artifact"] for v in versions} == {True}
 

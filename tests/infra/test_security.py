@@ -76,6 +76,10 @@ def test_each_model_touches_only_its_own_s3_prefixes(app: Synth) -> None:
             if actions == {"s3:ListBucket"}:  # 404 for missing keys; names only, on the batch bucket alone
                 assert _as_list(statement["Resource"]) == [f"arn:aws:s3:::{batch_bucket}"], where
                 continue
+            if actions == {"s3:DeleteObject"}:  # a chunked job deletes its own run files, and nothing else
+                runs = f"arn:aws:s3:::{batch_bucket}/{env['MAAS_OUTPUT_PREFIX']}.runs/*"
+                assert _as_list(statement["Resource"]) == [runs], where
+                continue
             assert actions <= _OBJECT_READ | _OBJECT_WRITE, f"{where}: {actions}"
             for resource in _as_list(statement["Resource"]):
                 match = S3_OBJECT_ARN.match(resource)

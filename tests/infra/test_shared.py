@@ -88,18 +88,25 @@ def test_data_key_rotates_and_alarm_topic_is_encrypted(shared: Template) -> None
 def test_rest_api_is_regional_and_validates_requests(shared: Template) -> None:
     shared.has_resource_properties(
         "AWS::ApiGateway::RestApi",
-        {"Name": f"maas-{STAGE}-api", "EndpointConfiguration": {"Types": ["REGIONAL"]}, "ApiKeySourceType": "HEADER"},
+        # bearer keys (the default): the authorizer names each tenant's usage-plan key
+        {
+            "Name": f"maas-{STAGE}-api",
+            "EndpointConfiguration": {"Types": ["REGIONAL"]},
+            "ApiKeySourceType": "AUTHORIZER",
+        },
     )
     shared.has_resource_properties(
         "AWS::ApiGateway::RequestValidator", {"ValidateRequestBody": True, "ValidateRequestParameters": True}
     )
 
 
-def test_model_listing_route_needs_iam_and_an_api_key(shared: Template, catalog: dict[str, Any]) -> None:
+def test_model_listing_route_needs_a_key_and_a_usage_plan(shared: Template, catalog: dict[str, Any]) -> None:
     method = shared.find_resources("AWS::ApiGateway::Method", {"Properties": {"HttpMethod": "GET"}})
     assert len(method) == 1
     props = next(iter(method.values()))["Properties"]
-    assert props["AuthorizationType"] == "AWS_IAM" and props["ApiKeyRequired"] is True
+    assert props["AuthorizationType"] == "CUSTOM" and props["ApiKeyRequired"] is True
+    openai = shared.find_resources("AWS::ApiGateway::Authorizer", {"Properties": {"Name": f"maas-{STAGE}-openai-keys"}})
+    assert props["AuthorizerId"] == {"Ref": next(iter(openai))}  # /v1: OpenAI's authorizer (its error shape)
     listing = props["Integration"]["IntegrationResponses"][0]["ResponseTemplates"]["application/json"]
     assert all(f'"id": "{name}"' in listing for name in catalog)
 

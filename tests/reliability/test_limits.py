@@ -306,14 +306,15 @@ def png_bytes(width: int, height: int, pad_to: int | None = None) -> bytes:
 
 def test_image_bytes_and_pixels_at_and_over_their_limits(record):
     from functions.errors import PayloadTooLargeError
-    from functions.inference.images import ImagePreprocessing, decode_image
+    from functions.inference.image_config import ImagePreprocessing
+    from functions.inference.images import decode_image
 
     config = ImagePreprocessing(size=8, max_image_bytes=4096, max_image_pixels=64 * 64)
-    assert decode_image(png_bytes(8, 8, pad_to=4096), config).size == (8, 8)
+    assert decode_image(png_bytes(8, 8, pad_to=4096), config).image.size == (8, 8)
     with pytest.raises(PayloadTooLargeError):
         decode_image(png_bytes(8, 8, pad_to=4097), config)
     limit_figure(record, "image bytes (decode_image)", 4096, "accepted", 413, "catalog default 8 MiB; scaled down here")
-    assert decode_image(png_bytes(64, 64), config).size == (64, 64)
+    assert decode_image(png_bytes(64, 64), config).image.size == (64, 64)
     with pytest.raises(PayloadTooLargeError):
         decode_image(png_bytes(64, 65), config)
     limit_figure(

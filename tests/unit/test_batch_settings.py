@@ -114,6 +114,11 @@ def test_every_variable_infra_writes_is_a_setting_the_runtime_reads(monkeypatch)
         queue_url="https://sqs.eu-west-1.amazonaws.com/123456789012/q",
         service_name="maas-m",
         load_metrics_interval_s=10.0,
+        request_timeout_s=25.0,
+        batch_memory_mb=4096,
+        chunk_bytes=5_994_090,
+        job_event_bus="default",
+        message_budget_s=600,
     )
     fields = RuntimeEnvironment.maas_fields()
     assert set(fields) <= set(Settings.model_fields)

@@ -87,3 +87,32 @@ def test_presets_report_marks_which_presets_clear_the_catalog_gates(tmp_path):
     assert rows["**good** (served)"].rstrip(" |").endswith("yes") and "2.00×" in rows["**good** (served)"]
     assert rows["fast-but-lossy"].rstrip(" |").endswith("no") and rows["big"].rstrip(" |").endswith("no")
     assert json.loads((tmp_path / "m-presets.json").read_text())["served_preset"] == "good"
+
+
+def test_every_committed_report_re_renders_byte_identical_from_its_json(tmp_path):
+    """The Markdown in docs/benchmarks/ is what the report code makes of the committed results, nothing edited."""
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from maas_dev.bench.generation import write_generation_report
+    from maas_dev.bench.image import write_image_report
+    from maas_dev.bench.lambda_coldstart import write_report as write_cold_start
+    from maas_dev.bench.presets import write_presets_report
+    from maas_dev.bench.report import write_report
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "benchmarks"
+    writers = {
+        "minilm-embed": write_report,
+        "smollm2-chat": write_generation_report,
+        "efficientnet-lite0": write_image_report,
+        "minilm-embed-presets": write_presets_report,
+        "minilm-embed-lambda-cold-start": write_cold_start,
+    }
+    console = Console(file=open(tmp_path / "console.txt", "w"))  # noqa: SIM115
+    for stem, write in writers.items():
+        out = tmp_path / stem
+        out.mkdir()
+        rendered = write(json.loads((docs / f"{stem}.json").read_text()), out, console)
+        assert rendered.read_text() == (docs / f"{stem}.md").read_text(), stem

@@ -103,6 +103,17 @@ def test_seed_makes_sampling_reproducible() -> None:
     assert [first(logits) for _ in range(30)] == [second(logits) for _ in range(30)]
 
 
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 1e-300, 1e-30])
+def test_a_vanishing_temperature_samples_the_greedy_token(temperature: float) -> None:
+    # 1e-310 is subnormal: logits / T overflowed to inf and inf - inf = NaN picked garbage tokens
+    logits = np.random.default_rng(3).normal(size=49_152).astype(np.float32) * 10
+    for top_k, top_p in [(0, 1.0), (50, 0.9)]:
+        sampler = Sampler(SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, seed=0))
+        assert [sampler(logits) for _ in range(5)] == [int(np.argmax(logits))] * 5
+        _, probs = sampler.distribution(logits)
+        assert np.isfinite(probs).all() and probs[0] == 1.0
+
+
 def test_top_p_keeps_the_smallest_set_reaching_the_mass() -> None:
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
     ids, probs = Sampler(SamplingParams(temperature=1.0, top_p=0.75)).distribution(logits)
@@ -147,3 +158,89 @@ def test_stop_sequences_are_bounded() -> None:
         check_stop(["a", "b", "c", "d", "e"])
     with pytest.raises(InvalidInputError, match="non-empty"):
         check_stop([""])
+
+
+# --- deadlines: generation ends in time, with finish_reason "length" and honest counts ---------------------------
+@dataclass
+class SlowDecoder(ScriptedDecoder):
+    """A scripted decoder whose every step takes ``step_s`` (the prompt: ``prefill_s``)."""
+
+    step_s: float = 0.02
+    prefill_s: float = 0.05
+
+    def forward(self, token_ids: list[int], cache: KVCache) -> np.ndarray:
+        import time
+
+        time.sleep(self.prefill_s if not self.calls else self.step_s)
+        return super().forward(token_ids, cache)
+
+
+def timed_generation(deadline_in_s: float | None, *, max_new_tokens: int = 1000) -> Generation:
+    import time
+
+    return Generation(
+        decoder=SlowDecoder(script=[1, 2, 3, 4] * 500),  # type: ignore[arg-type]
+        decode=decode,
+        prompt_ids=[1, 2],
+        max_new_tokens=max_new_tokens,
+        sampler=Sampler(SamplingParams()),
+        eos_token_ids=frozenset({EOS}),
+        deadline=None if deadline_in_s is None else time.monotonic() + deadline_in_s,
+    )
+
+
+def test_a_deadline_stops_generation_before_it_with_finish_reason_length() -> None:
+    import time
+
+    started = time.monotonic()
+    g = timed_generation(0.5)
+    streamed = "".join(g)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.5  # never past the deadline, at most one step (plus the safety factor) short of it
+    assert elapsed > 0.5 - 2 * SlowDecoder.step_s * 2 - 0.05  # and the time was used
+    assert g.finish_reason is FinishReason.LENGTH and 5 < g.completion_tokens < 1000
+    assert streamed == g.text == decode(g.token_ids)  # the text is exactly the tokens counted
+    assert len(g.decoder.calls) == g.completion_tokens  # type: ignore[attr-defined]  # no step wasted after the stop
+
+
+def test_no_time_left_means_no_tokens_and_no_model_run() -> None:
+    g = timed_generation(-0.01)
+    assert list(g) == [] and g.finish_reason is FinishReason.LENGTH and g.completion_tokens == 0
+    assert g.decoder.calls == []  # type: ignore[attr-defined]
+
+
+def test_a_generous_deadline_changes_nothing() -> None:
+    g = timed_generation(60, max_new_tokens=5).run()
+    assert g.finish_reason is FinishReason.LENGTH and g.completion_tokens == 5 and g.text == "Hello worldHel"
+
+
+def test_the_request_deadline_comes_from_the_deployment() -> None:
+    """The soonest of MAAS_REQUEST_TIMEOUT_S, the Lambda context's remaining time and the adapter's header, less a
+    margin for the answer to travel back."""
+    import asyncio
+    import json as json_module
+    import time
+
+    from functions.context import DeadlineContext
+    from functions.inference.decoding.deadline import current_deadline
+    from functions.web.deadline import MARGIN_S, DeadlineMiddleware
+
+    seen: list[float | None] = []
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        seen.append(current_deadline())
+
+    def deadline_of(scope: dict[str, object], timeout_s: float = 0.0) -> float | None:
+        asyncio.run(DeadlineMiddleware(app, timeout_s=timeout_s)({"type": "http", **scope}, None, None))  # type: ignore[arg-type]
+        value = seen.pop()
+        return None if value is None else value - time.monotonic()
+
+    assert deadline_of({"headers": []}) is None  # `maas serve` without a timeout: none
+    assert deadline_of({"headers": []}, timeout_s=20) == pytest.approx(20 - MARGIN_S, abs=0.05)
+    lambda_scope = {"headers": [], "aws.context": DeadlineContext(5.0)}
+    assert deadline_of(lambda_scope, timeout_s=20) == pytest.approx(5 - MARGIN_S, abs=0.05)
+    header = json_module.dumps({"deadline": int((time.time() + 3) * 1000), "request_id": "r"}).encode()
+    adapter_scope = {"headers": [(b"x-amzn-lambda-context", header)]}
+    assert deadline_of(adapter_scope, timeout_s=20) == pytest.approx(3 - MARGIN_S, abs=0.05)
+    forged = {"headers": [(b"x-amzn-lambda-context", b'{"deadline": 99999999999999}')]}
+    assert deadline_of(forged, timeout_s=20) == pytest.approx(20 - MARGIN_S, abs=0.05)  # a header only shortens it

@@ -111,7 +111,7 @@ def test_modes_orientation_and_transparency():
     # EXIF orientation 6 (rotate 90° clockwise): a 40x20 landscape file is a 20x40 portrait image
     exif = Image.Exif()
     exif[0x0112] = 6
-    rotated = decode_image(encode(Image.new("RGB", (40, 20), "red"), "JPEG", exif=exif), CONFIG)
+    rotated = decode_image(encode(Image.new("RGB", (40, 20), "red"), "JPEG", exif=exif), CONFIG).image
     assert rotated.size == (20, 40) and rotated.mode == "RGB"
     # transparent pixels are composited on white, not left black
     clear = pixel_batch([encode(Image.new("RGBA", (64, 64), (0, 0, 0, 0)))], CONFIG)
@@ -187,3 +187,73 @@ def test_too_many_bytes_is_413_before_decoding():
     for item in (noisy, base64.b64encode(noisy).decode()):
         with pytest.raises(PayloadTooLargeError, match="at most 2,048 bytes"):
             pixel_batch([item], small)
+
+
+# --- large images: bounded by their decoded bytes (issue 15) ------------------------------------------------
+def _reference_pixels(data: bytes, config: ImagePreprocessing = CONFIG) -> np.ndarray:
+    """The whole-image path, as small images take it: upright, converted to RGB whole, crop, resize."""
+    from PIL import ImageOps
+
+    from functions.inference.images import _to_rgb
+
+    rgb = _to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    box = center_crop_box(rgb.width, rgb.height, config.crop_fraction)
+    resized = rgb.resize((config.size, config.size), Image.Resampling.BICUBIC, box=box)
+    return normalize(np.asarray(resized, dtype=np.uint8), config)
+
+
+def _scene(width: int, height: int) -> np.ndarray:
+    """A smooth, asymmetric scene (so a wrong orientation or offset shows): gradients and a disc."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    disc = ((x - 0.3 * width) ** 2 + (y - 0.6 * height) ** 2) < (0.2 * min(width, height)) ** 2
+    return np.stack([x / width * 255, y / height * 255, disc * 255.0], axis=-1).astype(np.uint8)
+
+
+def _as_mode(rgb: np.ndarray, mode: str) -> Image.Image:
+    image = Image.fromarray(rgb)
+    if mode == "RGBA":
+        alpha = Image.fromarray(((rgb[..., 0].astype(np.uint16) + rgb[..., 1]) // 2).astype(np.uint8))
+        image = image.convert("RGBA")
+        image.putalpha(alpha)
+    elif mode == "I;16":
+        image = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + rgb[..., 1])
+    elif mode == "P":
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+        image.info["transparency"] = 0
+    elif mode != "RGB":
+        image = image.convert(mode)
+    return image
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(("mode", "size"), [("RGB", (2600, 1900)), ("RGBA", (2304, 2304)), ("I;16", (1900, 2600)),
+                                            ("P", (3000, 1500)), ("LA", (2200, 2100)), ("L", (9000, 700))])  # fmt: skip
+def test_a_large_image_gives_the_pixels_of_the_whole_image_path(mode, size, orientation):
+    # GIVEN a large image (over 4.2 MP: converted in bands, over the crop's region, reduced) in any EXIF orientation
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image = _as_mode(_scene(*size), mode)
+    options = {"transparency": 0} if mode == "P" else {}
+    data = encode(image, "PNG", exif=exif, **options)
+    # WHEN it is preprocessed THEN it matches converting the whole image first, within the reduction's rounding
+    got = pixel_batch([data], CONFIG)[0]
+    diff = np.abs(got - _reference_pixels(data)) * 128  # in 8-bit levels
+    factor = max(1, int(int(0.875 * min(size)) / 448))
+    if factor == 1:  # no reduction: only the region was converted, and that is exact
+        assert diff.max() == 0, diff.max()
+    else:
+        assert diff.mean() < 0.25 and np.percentile(diff, 99) <= 1.01 and diff.max() <= 8, (diff.mean(), diff.max())
+
+
+def test_decoded_bytes_are_checked_from_the_header_before_decoding():
+    # a 16-bit grey PNG header over the decoded-bytes cap (the cap follows the pixel cap: 4 bytes per pixel)
+    lax_pixels = CONFIG.model_copy(update={"max_image_pixels": 100})
+    assert lax_pixels.max_decoded_bytes == 400
+    header = png_header(11, 10)  # 110 px > 100 px: the pixel cap refuses it first
+    with pytest.raises(PayloadTooLargeError, match="11x10 pixels"):
+        pixel_batch([header], lax_pixels)
+    # WebP's decoder holds four copies of the pixels: a WebP of 64 px x 4 B x 4 exceeds a 64 px (256 B) cap
+    webp = encode(Image.new("RGBA", (8, 8), (1, 2, 3, 4)), "WEBP", lossless=True)
+    with pytest.raises(PayloadTooLargeError, match=r"decodes to 1,024 bytes; this model decodes at most 256"):
+        pixel_batch([webp], CONFIG.model_copy(update={"max_image_pixels": 64}))
+    assert pixel_batch([webp], CONFIG.model_copy(update={"max_image_pixels": 256})).shape == (1, 3, 224, 224)

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from functions.inference.decoding.chat import ChatMessage, render_chat
+from functions.inference.decoding.chat import ChatMessage, Control, chat_segments, render_chat
 from functions.inference.decoding.config import GenerationConfig
 from functions.inference.decoding.kv_cache import KVCacheDecoder
 from functions.inference.decoding.sampling import Sampler, SamplingParams
@@ -16,11 +16,13 @@ from functions.inference.decoding.stream import FinishReason, Generation
 
 __all__ = [
     "ChatMessage",
+    "Control",
     "FinishReason",
     "Generation",
     "GenerationConfig",
     "KVCacheDecoder",
     "Sampler",
     "SamplingParams",
+    "chat_segments",
     "render_chat",
 ]

@@ -46,8 +46,15 @@ class Sampler:
         return int(ids[min(index, len(ids) - 1)])
 
     def distribution(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Candidate token ids and their probabilities after temperature, top-k and top-p."""
-        scaled = logits.astype(np.float64) / self.params.temperature
+        """Candidate token ids and their probabilities after temperature, top-k and top-p.
+
+        Logits are shifted so the best is 0 *before* dividing by the temperature: every scaled value is then
+        ≤ 0, and a temperature however small (1e-310, a subnormal) sends the others to -inf, which is the
+        greedy limit, instead of overflowing to inf - inf = NaN.
+        """
+        wide = logits.astype(np.float64)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            scaled = (wide - wide.max()) / self.params.temperature
         top_k = self.params.top_k
         ids = np.argpartition(-scaled, top_k - 1)[:top_k] if 0 < top_k < scaled.size else np.arange(scaled.size)
         ids = ids[np.argsort(-scaled[ids], kind="stable")]

@@ -10,15 +10,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from functions.errors import ClientDisconnectedError
+from functions.inference.decoding.deadline import StepClock
 from functions.inference.decoding.kv_cache import KVCacheDecoder
 from functions.inference.decoding.sampling import Sampler
 
 Decode = Callable[[list[int]], str]
 
 
+def _never() -> bool:
+    return False
+
+
 class FinishReason(StrEnum):
     STOP = "stop"  # an EOS token or a stop sequence
-    LENGTH = "length"  # max_new_tokens reached
+    LENGTH = "length"  # max_new_tokens reached, or the request's deadline: no time for another token
 
 
 @dataclass
@@ -28,6 +34,9 @@ class Generation:
     Stop sequences are searched in the decoded text, so they match across token boundaries; text that
     could still turn into a stop sequence, or an incomplete UTF-8 character, is held back until the
     next token settles it. The returned text never contains the stop sequence or the EOS token.
+    ``cancelled`` is asked before every token: once it answers True (the caller went away), generation stops.
+    With a ``deadline`` (``time.monotonic()``), generation also stops, with ``finish_reason = "length"``, before a
+    step that would end past it (:mod:`functions.inference.decoding.deadline`).
     """
 
     decoder: KVCacheDecoder
@@ -37,6 +46,8 @@ class Generation:
     sampler: Sampler
     eos_token_ids: frozenset[int]
     stop: tuple[str, ...] = ()
+    cancelled: Callable[[], bool] = _never
+    deadline: float | None = None
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: FinishReason | None = None
@@ -58,11 +69,19 @@ class Generation:
     def __iter__(self) -> Iterator[str]:
         if self.token_ids:
             raise RuntimeError("a Generation runs once; create a new one to generate again")
+        clock = StepClock(self.deadline)
+        if clock.expired():  # no time left even to read the prompt
+            self.finish_reason = FinishReason.LENGTH
+            return
         cache = self.decoder.empty_cache(capacity=len(self.prompt_ids) + self.max_new_tokens)
+        clock.start()
         logits = self.decoder.forward(self.prompt_ids, cache)
+        clock.stop()
         emitted = 0
         text_ids: list[int] = []
         while True:
+            if self.cancelled():
+                raise ClientDisconnectedError("the client disconnected; generation stopped")
             token = self.sampler(logits)
             self.token_ids.append(token)
             if token in self.eos_token_ids:
@@ -78,11 +97,16 @@ class Generation:
             if len(self.token_ids) >= self.max_new_tokens:
                 self.finish_reason = FinishReason.LENGTH
                 break
+            if not clock.room_for_step():
+                self.finish_reason = FinishReason.LENGTH
+                break
             safe = _safe_prefix_length(full, self.stop)
             if safe > emitted:
                 yield full[emitted:safe]
                 emitted = safe
+            clock.start()
             logits = self.decoder.forward([token], cache)
+            clock.stop()
         if len(self.text) > emitted:
             yield self.text[emitted:]
 

@@ -9,13 +9,20 @@
 - :meth:`Pipeline.finish` turns one request's model outputs into the task API's outputs.
 
 Protocols never branch on a pipeline's class: they read :attr:`Pipeline.capabilities`.
+
+Work for a caller that went away stops: the HTTP layer runs each request under :func:`cancellation` with an
+event it sets on disconnect, and pipelines call :func:`check_cancelled` between inputs (and generation between
+tokens). The event travels in a context variable, which worker threads inherit from the request.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,11 +32,34 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from functions.contract import Limits, Manifest, Task
-from functions.errors import InvalidInputError, MaasError, PayloadTooLargeError
+from functions.errors import ClientDisconnectedError, InvalidInputError, MaasError, PayloadTooLargeError
 from functions.inference.session import create_session
 
 P = TypeVar("P", bound="TaskParameters")
 T = TypeVar("T")
+_CANCELLED: ContextVar[threading.Event | None] = ContextVar("maas_cancelled", default=None)
+
+
+@contextmanager
+def cancellation(event: threading.Event) -> Iterator[None]:
+    """Run the work inside (and the worker threads it starts) under ``event``: once set, the work stops."""
+    token = _CANCELLED.set(event)
+    try:
+        yield
+    finally:
+        _CANCELLED.reset(token)
+
+
+def is_cancelled() -> bool:
+    """True once the caller of the current request went away."""
+    event = _CANCELLED.get()
+    return event is not None and event.is_set()
+
+
+def check_cancelled() -> None:
+    """Stop working for a caller that went away (:class:`ClientDisconnectedError`, nginx's 499)."""
+    if is_cancelled():
+        raise ClientDisconnectedError("the client disconnected; the request was abandoned")
 
 
 class Capability(StrEnum):
@@ -162,6 +192,7 @@ class Pipeline(ABC, Generic[P]):
         """``read`` every input; the first that fails is reported as that input's 4xx, whatever it raised."""
         values: list[T] = []
         for index, item in enumerate(inputs):
+            check_cancelled()
             try:
                 values.append(read(index, item))
             except Exception as exc:

@@ -14,15 +14,26 @@ from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError, PayloadTooLargeError
 from functions.inference.decoding import (
     ChatMessage,
+    Control,
     Generation,
     GenerationConfig,
     KVCacheDecoder,
     Sampler,
     SamplingParams,
+    chat_segments,
     render_chat,
 )
+from functions.inference.decoding.chat import IM_END, IM_START
 from functions.inference.decoding.config import CONFIG_KEY
-from functions.inference.pipelines.base import Capability, Pipeline, Prepared, TaskParameters, TaskResult
+from functions.inference.decoding.deadline import current_deadline
+from functions.inference.pipelines.base import (
+    Capability,
+    Pipeline,
+    Prepared,
+    TaskParameters,
+    TaskResult,
+    is_cancelled,
+)
 from functions.inference.tokenizer import check_text
 
 MAX_STOP_SEQUENCES = 4
@@ -74,6 +85,7 @@ def check_stop(stop: list[str], param: str = "stop") -> tuple[str, ...]:
                 f"{param}[{index}] must be a non-empty string of at most {MAX_STOP_CHARS} characters",
                 param=f"{param}[{index}]",
             )
+        check_text(item, f"{param}[{index}]")
     return tuple(stop)
 
 
@@ -103,26 +115,57 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
         self.tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
+        # Chat messages are tokenized as plain text: "<|im_start|>" typed by a user is characters, not a token.
+        self.plain_tokenizer = Tokenizer.from_file(str(directory / manifest.tokenizer_file))
+        self.plain_tokenizer.no_truncation()
+        self.plain_tokenizer.no_padding()
+        self.plain_tokenizer.encode_special_tokens = True
+        self.control_ids: dict[str, int] = {}
+        for token in (IM_START, IM_END):
+            token_id = self.tokenizer.token_to_id(token)
+            if token_id is None:
+                raise ArtifactError(f"{manifest.name}: the tokenizer lacks the chat control token {token!r}")
+            self.control_ids[token] = token_id
         self.decoder = KVCacheDecoder(self.session)
         self.eos_token_ids = frozenset(self.config.eos_token_ids)
 
     # --- building blocks (also used by the OpenAI routes) -----------------------------------------
     def encode(self, text: str, *, param: str = "inputs") -> list[int]:
         """Prompt text → token ids, refusing prompts over the model's limits (413) or not valid text (422)."""
-        limits = self.limits
         check_text(text, param)
-        if len(text) > limits.max_input_chars:
+        self._check_chars(len(text), param)
+        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=True).ids
+        return self._check_tokens(ids, param)
+
+    def encode_chat(self, messages: list[ChatMessage], *, param: str = "messages") -> list[int]:
+        """A chat → token ids: the template's control tokens by id, every text segment (role headers, message
+        contents) tokenized as plain text, so no message can open or close a turn. Limits as for prompts."""
+        for index, message in enumerate(messages):
+            check_text(message.content, f"{param}[{index}].content")
+        segments = chat_segments(messages, default_system_prompt=self.config.default_system_prompt)
+        self._check_chars(sum(len(s.token if isinstance(s, Control) else s) for s in segments), param)
+        ids: list[int] = []
+        for segment in segments:
+            if isinstance(segment, Control):
+                ids.append(self.control_ids[segment.token])
+            else:
+                ids += self.plain_tokenizer.encode(segment, add_special_tokens=False).ids
+        return self._check_tokens(ids, param)
+
+    def _check_chars(self, count: int, param: str) -> None:
+        if count > self.limits.max_input_chars:
             raise PayloadTooLargeError(
-                f"{param} has {len(text)} characters; {self.name} accepts at most {limits.max_input_chars}",
+                f"{param} has {count} characters; {self.name} accepts at most {self.limits.max_input_chars}",
                 param=param,
             )
-        ids: list[int] = self.tokenizer.encode(text, add_special_tokens=True).ids
+
+    def _check_tokens(self, ids: list[int], param: str) -> list[int]:
         if not ids:
             raise InvalidInputError(f"{param} is empty: send a prompt of at least one token", param=param)
-        if len(ids) > limits.max_seq_len:
+        if len(ids) > self.limits.max_seq_len:
             raise PayloadTooLargeError(
-                f"{param} has {len(ids)} tokens; {self.name} accepts prompts of at most {limits.max_seq_len} tokens. "
-                "Shorten the prompt",
+                f"{param} has {len(ids)} tokens; {self.name} accepts prompts of at most {self.limits.max_seq_len} "
+                "tokens. Shorten the prompt",
                 param=param,
             )
         return ids
@@ -132,6 +175,8 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
         return text
 
     def chat_prompt(self, messages: list[ChatMessage]) -> str:
+        """The chat as the template's string (the build compares it with the model's Jinja template); to serve a
+        chat, use :meth:`encode_chat`, never this string tokenized."""
         return render_chat(messages, default_system_prompt=self.config.default_system_prompt)
 
     def new_token_budget(
@@ -162,7 +207,10 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
         sampling: SamplingParams,
         stop: tuple[str, ...] = (),
     ) -> Generation:
-        """A not-yet-started generation: iterate it for streamed text, or call ``run()``."""
+        """A not-yet-started generation: iterate it for streamed text, or call ``run()``.
+
+        It stops in time for the current request's deadline, if any (finish reason "length"), and when the caller
+        goes away."""
         return Generation(
             decoder=self.decoder,
             decode=self.decode,
@@ -171,6 +219,8 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
             sampler=Sampler(sampling),
             eos_token_ids=self.eos_token_ids,
             stop=stop,
+            cancelled=is_cancelled,
+            deadline=current_deadline(),
         )
 
     # --- prepare → execute → finish --------------------------------------------------------------------
@@ -192,7 +242,8 @@ class GenerationPipeline(Pipeline[GenerationParameters]):
         return Prepared(prompts, params, [len(p.ids) for p in prompts])
 
     def execute(self, features: Sequence[Prompt], parameters: GenerationParameters) -> list[Generation]:
-        """The prompts' generations, one after another."""
+        """The prompts' generations, one after another. Under a deadline, a prompt reached when no time is left
+        gets no new tokens (finish reason "length"): the request is answered in time with what was made."""
         stop = tuple(parameters.stop)
         return [
             self.generation(p.ids, max_new_tokens=p.max_new_tokens, sampling=parameters.sampling(), stop=stop).run()

@@ -13,7 +13,8 @@ from pydantic import Field, ValidationError
 
 from functions.contract import Manifest, Task
 from functions.errors import ArtifactError, InvalidInputError
-from functions.inference.images import ImagePreprocessing, decode_image, image_bytes, preprocess
+from functions.inference.image_config import ImagePreprocessing
+from functions.inference.images import image_pixels
 from functions.inference.pipelines.base import Capability, Pipeline, Prepared, TaskParameters, TaskResult
 from functions.inference.postprocess import ranked_labels, softmax
 
@@ -56,9 +57,7 @@ class ImageClassificationPipeline(Pipeline[ImageClassificationParameters]):
         return self.manifest.labels or []
 
     def _pixels_of(self, index: int, item: Any) -> np.ndarray:
-        where = f"inputs[{index}]"
-        config = self.preprocessing
-        return preprocess(decode_image(image_bytes(item, config, where=where), config, where=where), config)
+        return image_pixels(item, self.preprocessing, where=f"inputs[{index}]")
 
     def prepare(
         self, inputs: Sequence[Any], parameters: Mapping[str, Any] | None = None

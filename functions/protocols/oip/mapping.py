@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from functions.errors import InvalidInputError
+from functions.errors import InvalidInputError, MaasError
 from functions.inference.pipelines import Capability, Pipeline, Prepared
 from functions.inference.postprocess import best_label_tensors
 
@@ -92,6 +92,19 @@ def infer(
 
 
 def _prepare(pipeline: Pipeline[Any], arrays: Mapping[str, np.ndarray], parameters: Mapping[str, Any]) -> Prepared[Any]:
+    """The request's tensors prepared; as with every input, anything that goes wrong reading them is a 4xx."""
+    try:
+        return _prepare_tensors(pipeline, arrays, parameters)
+    except MaasError:
+        raise
+    except Exception as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise InvalidInputError(f"the input tensors could not be read: {detail}") from None
+
+
+def _prepare_tensors(
+    pipeline: Pipeline[Any], arrays: Mapping[str, np.ndarray], parameters: Mapping[str, Any]
+) -> Prepared[Any]:
     if not pipeline.has(Capability.IMAGE_INPUT):
         return pipeline.prepare(texts_from_tensor(arrays[TEXT_INPUT]), parameters)
     if parameters:  # OIP returns fixed tensors (label, score, probabilities): there is nothing to choose

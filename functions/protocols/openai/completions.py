@@ -1,8 +1,10 @@
 """OpenAI-compatible text generation: ``POST /v1/completions`` and ``POST /v1/chat/completions``.
 
-``stream: true`` answers with server-sent events (``data: {chunk}`` … ``data: [DONE]``) token by token
-under uvicorn (``maas serve``, the GPU container). Behind Lambda + Mangum the same events arrive in one
-buffered response when generation ends: clients parse them the same way, they just see no progress.
+``stream: true`` answers with server-sent events (``data: {chunk}`` … ``data: [DONE]``) token by token under
+uvicorn: ``maas serve``, the GPU container, and a deployed Lambda generation function (the Lambda Web Adapter runs
+the app under uvicorn and API Gateway streams the response). Behind Mangum (``maas invoke``, a buffered Lambda) the
+same events arrive in one response when generation ends: clients parse them the same way, they just see no progress.
+A stream that ends early (its client went away, or an error) logs how many tokens were made.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from functions.protocols.openai.completion_schemas import (
     CompletionUsage,
 )
 from functions.protocols.openai.errors import OPENAI
+from functions.telemetry import logger
 
 router = protocol_router(OPENAI, prefix="/v1", tags=["OpenAI-compatible"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -114,19 +117,21 @@ def _run_all(generations: list[Generation]) -> None:
         generation.run()
 
 
-async def _sse(chunks: Iterator[BaseModel]) -> AsyncIterator[str]:
+async def _sse(chunks: Iterator[BaseModel], generations: list[Generation]) -> AsyncIterator[str]:
     """Serialize chunks as server-sent events; each token is produced in a worker thread."""
     try:
         async for chunk in iterate_in_threadpool(chunks):
             yield f"data: {chunk.model_dump_json()}\n\n"
     except MaasError as exc:  # headers are gone: report in-band, as OpenAI does
+        made = sum(g.completion_tokens for g in generations)
+        logger.info("stream ended early", extra={"code": exc.code, "completion_tokens": made})
         error = {"message": exc.message, "type": "invalid_request_error", "param": exc.param, "code": exc.code}
         yield f"data: {json.dumps({'error': error})}\n\n"
     yield "data: [DONE]\n\n"
 
 
-def _streaming(chunks: Iterator[BaseModel]) -> StreamingResponse:
-    return StreamingResponse(_sse(chunks), media_type="text/event-stream", headers=SSE_HEADERS)
+def _streaming(chunks: Iterator[BaseModel], generations: list[Generation]) -> StreamingResponse:
+    return StreamingResponse(_sse(chunks, generations), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 # --- /v1/completions ----------------------------------------------------------------------------------
@@ -183,7 +188,7 @@ async def create_completion(request: CompletionRequest, registry: RegistryDep, h
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk([], _usage(generations))
 
-        return _streaming(chunks())
+        return _streaming(chunks(), generations)
     await run_in_threadpool(_run_all, generations)
     choices = [
         CompletionChoice(index=i, text=echo[i] + g.text, finish_reason=g.finish_reason)
@@ -195,6 +200,7 @@ async def create_completion(request: CompletionRequest, registry: RegistryDep, h
 
 # --- /v1/chat/completions -----------------------------------------------------------------------------
 def _messages(request: ChatCompletionRequest) -> list[ChatMessage]:
+    """Each message's text: a string, or content parts of type "text" whose "text" is a string (else 422)."""
     messages = []
     for index, message in enumerate(request.messages):
         content = message.content
@@ -203,19 +209,25 @@ def _messages(request: ChatCompletionRequest) -> list[ChatMessage]:
         elif isinstance(content, str):
             text = content
         else:
-            parts = []
-            for part in content:
-                kind = part.get("type") if isinstance(part, dict) else part.type
-                if kind != "text":
-                    raise InvalidInputError(
-                        f"messages[{index}].content has a {kind!r} part; this model reads text parts only",
-                        param=f"messages[{index}].content",
-                    )
-                parts.append(part["text"] if isinstance(part, dict) else part.text)
-            text = "".join(parts)
+            parts = enumerate(content)
+            text = "".join(_part_text(part, f"messages[{index}].content[{number}]") for number, part in parts)
         role = "system" if message.role == "developer" else message.role
         messages.append(ChatMessage(role, text))
     return messages
+
+
+def _part_text(part: Any, where: str) -> str:
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    if kind != "text":
+        what = f"a {kind[:40]!r} part" if isinstance(kind, str) else "a part without a string 'type'"
+        raise InvalidInputError(
+            f'{where} is {what}; this model reads text parts only: {{"type": "text", "text": "..."}}', param=where
+        )
+    text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+    if not isinstance(text, str):
+        got = "missing" if text is None else f"a {type(text).__name__}"
+        raise InvalidInputError(f"{where}.text must be a string; it is {got}", param=f"{where}.text")
+    return text
 
 
 @router.post(
@@ -234,7 +246,7 @@ async def create_chat_completion(request: ChatCompletionRequest, registry: Regis
         "response_format",
         "only {'type': 'text'} is supported",
     )
-    ids = pipeline.encode(pipeline.chat_prompt(_messages(request)), param="messages")
+    ids = pipeline.encode_chat(_messages(request), param="messages")
     requested = request.max_completion_tokens or request.max_tokens
     param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
     # Like OpenAI, a chat without a limit may use the model's whole per-request allowance.
@@ -259,7 +271,7 @@ async def create_chat_completion(request: ChatCompletionRequest, registry: Regis
             if request.stream_options and request.stream_options.include_usage:
                 yield chunk(ChatDelta(), usage=_usage([generation]))
 
-        return _streaming(chunks())
+        return _streaming(chunks(), [generation])
     await run_in_threadpool(generation.run)
     assert generation.finish_reason is not None
     _record(http, pipeline, [generation])
