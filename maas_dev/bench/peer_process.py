@@ -41,7 +41,11 @@ class PeerProcess:
 
     def __init__(self, case: PeerCase, cwd: Path, log: TextIO | None = None) -> None:
         self.case = case
-        env = {**os.environ, "PYTHONPATH": str(cwd), "TOKENIZERS_PARALLELISM": "false", **case.env}
+        # numpy's BLAS single-threaded: the harness's own numpy (the classifier head over a peer's vectors) would
+        # otherwise leave OpenBLAS threads spinning after each call, taking the CPU from the peer's next ORT run
+        # (measured: a batch of 32 real sentences 35 -> 92 ms). maas's runtime does no BLAS calls.
+        env = {**os.environ, "PYTHONPATH": str(cwd), "TOKENIZERS_PARALLELISM": "false", "OPENBLAS_NUM_THREADS": "1",
+               **case.env}  # fmt: skip
         self.proc = subprocess.Popen(
             [case.python, "-m", case.worker],
             cwd=cwd,

@@ -241,3 +241,22 @@ def test_generation_report_states_decode_and_ttft_against_the_fastest_peer(tmp_p
     assert "perplexity increase ≤ 0.02" in text
     assert "0.970" in text and "aarch64" in text and "no genai_config.json" in text
     assert (tmp_path / "smollm2-chat-peers.png").is_file()
+
+
+def test_each_case_runs_with_numpy_blas_single_threaded(tmp_path):
+    # GIVEN a worker that reports its environment (the harness's numpy, e.g. the classifier head over a peer's
+    # vectors, must not leave OpenBLAS threads spinning into the peer's next run)
+    (tmp_path / "env_worker.py").write_text(
+        "import os\nfrom maas_dev.bench.worker import serve\n\n"
+        "class Runner:\n    def __init__(self, spec):\n        pass\n\n"
+        "    def env(self, name):\n        return os.environ.get(name)\n\n"
+        "serve(Runner)\n"
+    )
+    case = PeerCase("env", "env", sys.executable, "env_worker", {}, env={"PYTHONPATH": f"{tmp_path}:{REPO}"})
+    process = PeerProcess(case, REPO)
+    try:
+        assert process.ready
+        # WHEN it is asked, THEN numpy's BLAS is single-threaded there
+        assert process.call("env", name="OPENBLAS_NUM_THREADS") == "1"
+    finally:
+        process.close()
