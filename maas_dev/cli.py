@@ -269,6 +269,14 @@ def bench(
     lambda_cold_start: Annotated[
         bool, typer.Option(help="the deployed zip's cold start, run as Lambda runs it (read-only /var/task, 3.13)")
     ] = False,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            help="maas against the peers users pick instead (sentence-transformers' ONNX exports, fastembed, "
+            "llama.cpp, onnxruntime-genai, torch), each in its own process; missing peers are skipped, saying how"
+        ),
+    ] = False,
+    rounds: Annotated[int, typer.Option(help="--peers: alternating timing rounds")] = 5,
     out_dir: Annotated[Path, typer.Option(help="where the JSON and Markdown go")] = Path("docs/benchmarks"),
 ) -> None:
     """Side by side in one run: torch eager vs ORT fp32 vs the maas artifact (and, per task: HTTP vs
@@ -288,6 +296,19 @@ def bench(
         from maas_dev.bench.presets import compare_presets as run_compare
 
         console.print(f"wrote {run_compare(model, out_dir=out_dir, console=console)}")
+        return
+    if peers:
+        if task == Task.TEXT_GENERATION:
+            from maas_dev.bench.generation_peers import run_generation_peers
+
+            report = run_generation_peers(model, rounds=rounds, new_tokens=new_tokens, out_dir=out_dir, console=console)
+        elif task in (Task.SENTENCE_EMBEDDINGS, Task.TEXT_CLASSIFICATION):
+            from maas_dev.bench.encoder_peers import run_encoder_peers
+
+            report = run_encoder_peers(model, rounds=rounds, out_dir=out_dir, console=console)
+        else:
+            raise typer.BadParameter("--peers compares text models (embeddings, classification, generation)")
+        console.print(f"wrote {report}")
         return
     if task == Task.TEXT_GENERATION:
         from maas_dev.bench.generation import run_generation_bench

@@ -49,12 +49,21 @@ class QuantPreset:
     # With source_grid, how Q8_0-grid weights (SmolLM2's tied LM head) are stored: "nibble-planes" (exact,
     # a quarter of the fp32 bytes read per token), "int8-compute" (rounds the head's activations) or "fp32".
     eight_bit_grid: Literal["nibble-planes", "int8-compute", "fp32"] = "nibble-planes"
+    # With source_grid: the 4-bit layers' activations rounded to int8 per block of 32 (accuracy_level=4), as
+    # llama.cpp computes Q4_1 x Q8_1; not exact (next-token agreement with torch drops to llama.cpp's own).
+    grid_int8_compute: bool = False
     # Dynamic INT8: the FFN down-projections' outlier input channels (found on calibration inputs) run as
     # a small fp32 MatMul beside the INT8 one (model_build/graph/outliers.py); needs calibration batches.
     fp32_outliers: bool = False
     outlier_ratio: float = 3.0
     # Which MatMuls get the split: "ffn-output" (down-projections) or "ffn" (both FFN projections).
     outlier_layers: Literal["ffn-output", "ffn"] = "ffn-output"
+    # Dynamic INT8: every SkipLayerNormalization written back as Add + LayerNormalization (standard ops), whose
+    # CPU kernels were ~5x faster than ORT's fused one on issue 17's host (model_build/graph/layernorm.py).
+    plain_layernorm: bool = False
+    # Dynamic INT8: each BiasGelu (erf) as FastGelu (tanh approximation), ~3x faster on the same host; not exact
+    # (model_build/graph/gelu.py).
+    tanh_gelu: bool = False
 
     def __post_init__(self) -> None:
         if self.method == "dynamic" and not self.op_types:
@@ -103,6 +112,38 @@ PRESETS: dict[str, QuantPreset] = {
             outlier_layers="ffn",
             description="dynamic INT8 per-channel on every MatMul; both FFN projections' outlier input channels "
             "(calibrated) in fp32",
+        ),
+        QuantPreset(
+            "int8-dynamic-ffn-outliers-plain-ln",
+            "dynamic",
+            fp32_outliers=True,
+            plain_layernorm=True,
+            description="int8-dynamic-ffn-outliers with each SkipLayerNormalization as Add + LayerNormalization",
+        ),
+        QuantPreset(
+            "int8-dynamic-ffn-both-outliers-plain-ln",
+            "dynamic",
+            fp32_outliers=True,
+            outlier_layers="ffn",
+            plain_layernorm=True,
+            description="int8-dynamic-ffn-both-outliers with each SkipLayerNormalization as Add + LayerNormalization",
+        ),
+        QuantPreset(
+            "int8-dynamic-ffn-outliers-plain-ln-tanh-gelu",
+            "dynamic",
+            fp32_outliers=True,
+            plain_layernorm=True,
+            tanh_gelu=True,
+            description="int8-dynamic-ffn-outliers-plain-ln with each BiasGelu as FastGelu (tanh approximation)",
+        ),
+        QuantPreset(
+            "int8-dynamic-ffn-both-outliers-plain-ln-tanh-gelu",
+            "dynamic",
+            fp32_outliers=True,
+            outlier_layers="ffn",
+            plain_layernorm=True,
+            tanh_gelu=True,
+            description="int8-dynamic-ffn-both-outliers-plain-ln with each BiasGelu as FastGelu (tanh approximation)",
         ),
         QuantPreset(
             "int8-dynamic-ffn-blockwise",
@@ -160,6 +201,17 @@ PRESETS: dict[str, QuantPreset] = {
                 ("int4-source-grid-int8-head", "int8-compute", "int4-source-grid, plus the Q8_0 LM head packed as "
                  "8-bit MatMulNBits (int8 compute)"),
             )
+        ),
+        QuantPreset(
+            "int4-source-grid-int8-compute",
+            "weight-only",
+            bits=4,
+            op_types=("MatMul",),
+            source_grid=True,
+            eight_bit_grid="int8-compute",
+            grid_int8_compute=True,
+            description="the GGUF's own grids, computed as llama.cpp does: 4-bit layers and the 8-bit LM head with "
+            "activations rounded to int8 per block of 32",
         ),
     )
 }
@@ -224,7 +276,9 @@ def quantize(
     elif preset.source_grid:
         from model_build.graph.grid_repack import repack_grid_weights
 
-        repack_grid_weights(model_in, model_out, eight_bit=preset.eight_bit_grid)
+        repack_grid_weights(
+            model_in, model_out, eight_bit=preset.eight_bit_grid, int8_compute=preset.grid_int8_compute
+        )
     elif preset.method == "weight-only":
         _blockwise(onnx.load(str(model_in)), model_out, preset, nodes=None)
     elif preset.method == "static":
@@ -240,16 +294,27 @@ def _dynamic(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     kept_fp32: list[str] = []
+    rewritten = preset.fp32_outliers or preset.plain_layernorm or preset.tanh_gelu
+    if rewritten:
+        model = onnx.load(str(model_in))
+    if preset.plain_layernorm:
+        from model_build.graph.layernorm import plain_layernorm
+
+        model, _ = plain_layernorm(model)
+    if preset.tanh_gelu:
+        from model_build.graph.gelu import tanh_gelu
+
+        model, _ = tanh_gelu(model)
     if preset.fp32_outliers:
         if calibration is None:
             raise ValueError(f"preset {preset.name} finds outlier channels on calibration inputs: pass calibration=")
         from model_build.graph.outliers import channel_maxima, pick_outliers, split_outliers
 
-        model = onnx.load(str(model_in))
         targets = ffn_matmuls(model, include_input_projection=preset.outlier_layers == "ffn")
         outliers = pick_outliers(channel_maxima(model, targets, calibration), preset.outlier_ratio)
         model, kept_fp32 = split_outliers(model, outliers)
-        model_in = model_out.with_name(model_out.stem + ".outliers-split.onnx")
+    if rewritten:
+        model_in = model_out.with_name(model_out.stem + ".rewritten.onnx")
         onnx.save(model, str(model_in))
     excluded = (
         ffn_matmuls(onnx.load(str(model_in)), include_input_projection=preset.blockwise_layers == "ffn")
@@ -268,8 +333,8 @@ def _dynamic(
         nodes_to_exclude=excluded + kept_fp32,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-    if preset.fp32_outliers:
-        model_in.unlink()  # the split intermediate
+    if rewritten:
+        model_in.unlink()  # the rewritten intermediate
     if excluded:
         _blockwise(onnx.load(str(model_out)), model_out, preset, nodes=excluded)
 

@@ -30,6 +30,10 @@ QUANTIZATION_PRESETS = (
     "int8-dynamic-matmul-per-channel",
     "int8-dynamic-ffn-outliers",
     "int8-dynamic-ffn-both-outliers",
+    "int8-dynamic-ffn-outliers-plain-ln",
+    "int8-dynamic-ffn-both-outliers-plain-ln",
+    "int8-dynamic-ffn-outliers-plain-ln-tanh-gelu",
+    "int8-dynamic-ffn-both-outliers-plain-ln-tanh-gelu",
     "int8-dynamic-ffn-blockwise",
     "int8-dynamic-early-ffn-blockwise",
     "int8-dynamic-early-ffn-both-blockwise",
@@ -40,6 +44,7 @@ QUANTIZATION_PRESETS = (
     "int4-source-grid",
     "int4-source-grid-fp32-head",
     "int4-source-grid-int8-head",
+    "int4-source-grid-int8-compute",
 )
 DEFAULT_PRESET = "int8-dynamic-matmul-per-channel"
 
@@ -63,6 +68,10 @@ class Gates(_Table):
     )
     labelled_top1_accuracy: float | None = Field(None, gt=0, le=1, description="served pipeline on labelled inputs")
     quantized_max_perplexity_increase: float | None = Field(None, gt=0, description="relative, e.g. 0.02 = +2%")
+    quantized_greedy_match: float | None = Field(
+        None, ge=0, le=1, description="text generation: share of the parity prompts whose served greedy "
+        "continuation equals torch's (default 0.75)"
+    )  # fmt: skip
     max_size_ratio: float | None = Field(None, gt=0, le=1, description="served model / fp32 export size")
     max_size_mb: float | None = Field(None, gt=0)
     min_heldout: int = Field(200, ge=1, description="refuse to judge quality on fewer held-out inputs")

@@ -94,7 +94,12 @@ def nibble_planes(grid: GridWeight) -> GridWeight:
 
 
 def repack_grid_weights(
-    model_in: Path, model_out: Path, *, eight_bit: EightBit = "nibble-planes", pack_siblings: bool = True
+    model_in: Path,
+    model_out: Path,
+    *,
+    eight_bit: EightBit = "nibble-planes",
+    pack_siblings: bool = True,
+    int8_compute: bool = False,
 ) -> dict[str, int]:
     """Replace every MatMul whose constant weight lies on a block grid with an exact ``MatMulNBits``.
 
@@ -103,6 +108,8 @@ def repack_grid_weights(
     same per-column arithmetic.
     ``eight_bit`` picks how Q8_0-grid weights (SmolLM2's LM head) are stored (see the module doc): the
     default nibble planes are exact; int8 compute rounds activations, which flips near-tied next tokens.
+    ``int8_compute``: the 4-bit MatMulNBits round their activations to int8 per block (``accuracy_level=4``),
+    as llama.cpp's Q4_1 x Q8_1 dot products do: faster, no longer exact.
     Raises ``ValueError`` when no weight fits: the source was not block-quantized (use another preset).
     """
     model = onnx.load(str(model_in))
@@ -177,7 +184,7 @@ def repack_grid_weights(
                 N=n,
                 bits=grid.bits,
                 block_size=BLOCK,
-                accuracy_level=0 if grid.bits == 4 else 4,
+                accuracy_level=4 if grid.bits == 8 or int8_compute else 0,
             )
         )
         if grid.offsets is not None:

@@ -36,14 +36,19 @@ def test_cuda_comes_first_with_cpu_as_fallback():
     assert resolve_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-def test_decoders_spin_between_runs_and_encoders_do_not(registry):
+def test_decoders_spin_between_runs_and_encoders_only_within_one(registry):
     from functions.inference.pipelines.generation import GenerationPipeline
     from functions.inference.session import create_session
 
-    encoder = registry.get("minilm-embed")
-    assert encoder.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    spinning = create_session(encoder.directory / encoder.manifest.model_file, spinning=GenerationPipeline.spin_threads)
-    assert spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    encoder = registry.get("minilm-embed").session.get_session_options()
+    assert encoder.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert encoder.get_session_config_entry("session.force_spinning_stop") == "1"  # parked as each run returns
+    spinning = create_session(
+        registry.get("minilm-embed").directory / "model.onnx", spinning=GenerationPipeline.spin_threads
+    ).get_session_options()
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    with pytest.raises(Exception, match="force_spinning_stop"):  # never set: spinning carries over between runs
+        spinning.get_session_config_entry("session.force_spinning_stop")
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this onnxruntime has CUDA")

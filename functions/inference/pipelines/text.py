@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -31,6 +31,30 @@ class ClassificationParameters(TextParameters):
 
 
 TP = TypeVar("TP", bound=TextParameters)
+
+# A run's fixed cost in padded tokens: MiniLM INT8 on 2 vCPUs spends ~1.3 ms per run beyond its tokens
+# (~0.05 ms each). Inputs of one request (or of merged requests) are split into runs of similar length when
+# the padding that saves outweighs this; equal lengths always stay one run.
+RUN_COST_TOKENS = 32
+
+
+def length_groups(lengths: Sequence[int], run_cost: int = RUN_COST_TOKENS) -> list[list[int]]:
+    """Indices into ``lengths`` split into runs that minimise padded tokens plus ``run_cost`` per run.
+
+    Sorted by length, the best split is contiguous, so an exact dynamic programme over the sorted order
+    finds it in O(n²) (n ≤ the model's max_batch). Runs come back shortest first, each sorted by length."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    best = [0] + [0] * len(order)  # best[j]: cost of the first j sorted inputs
+    cut = [0] * (len(order) + 1)  # cut[j]: where the last run of that best split starts
+    for j in range(1, len(order) + 1):
+        longest = lengths[order[j - 1]]
+        best[j], cut[j] = min((best[i] + run_cost + (j - i) * longest, i) for i in range(j))
+    groups: list[list[int]] = []
+    end = len(order)
+    while end:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
 
 
 def as_text(index: int, item: Any) -> str:
@@ -72,6 +96,18 @@ class TextPipeline(Pipeline[TP], Generic[TP]):
         (first, *_) = self.run(batch.feeds())
         return first, batch
 
+    def per_input(
+        self, features: Sequence[TokenizedText], rows: Callable[[np.ndarray, EncodedBatch], np.ndarray]
+    ) -> list[np.ndarray]:
+        """One output row per feature, in order: runs of similar length (``length_groups``), each turned into
+        rows by ``rows(first graph output, batch)``."""
+        out: list[np.ndarray] = [np.empty(0)] * len(features)
+        for group in length_groups([f.length for f in features]):
+            first, batch = self.encoded([features[i] for i in group])
+            for index, row in zip(group, rows(first, batch), strict=True):
+                out[index] = row
+        return out
+
     def warmup(self) -> None:
         self.predict(["warm up the session"])
 
@@ -82,14 +118,16 @@ class EmbeddingPipeline(TextPipeline[EmbeddingParameters]):
     parameters_model = EmbeddingParameters
 
     def execute(self, features: Sequence[TokenizedText], parameters: EmbeddingParameters) -> list[np.ndarray]:
-        hidden, batch = self.encoded(features)
-        if hidden.ndim == 3:
-            vectors = POOLERS[self.manifest.pooling](hidden, batch.attention_mask)
-        else:  # the graph already pools
-            vectors = hidden.astype(np.float32)
-        if self.manifest.normalize if parameters.normalize is None else parameters.normalize:
-            vectors = l2_normalize(vectors)
-        return list(vectors)
+        normalize = self.manifest.normalize if parameters.normalize is None else parameters.normalize
+
+        def vectors(hidden: np.ndarray, batch: EncodedBatch) -> np.ndarray:
+            if hidden.ndim == 3:
+                pooled = POOLERS[self.manifest.pooling](hidden, batch.attention_mask)
+            else:  # the graph already pools
+                pooled = hidden.astype(np.float32)
+            return l2_normalize(pooled) if normalize else pooled
+
+        return self.per_input(features, vectors)
 
     def finish(self, outputs: list[np.ndarray], prepared: Prepared[EmbeddingParameters]) -> TaskResult:
         return TaskResult(
@@ -117,8 +155,7 @@ class ClassificationPipeline(TextPipeline[ClassificationParameters]):
         return self.manifest.labels or []
 
     def execute(self, features: Sequence[TokenizedText], parameters: ClassificationParameters) -> list[np.ndarray]:
-        logits, _ = self.encoded(features)
-        return list(softmax(logits.astype(np.float32)))
+        return self.per_input(features, lambda logits, _: softmax(logits.astype(np.float32)))
 
     def finish(self, outputs: list[np.ndarray], prepared: Prepared[ClassificationParameters]) -> TaskResult:
         ranked = ranked_labels(np.stack(outputs), self.labels, prepared.parameters.top_k)
