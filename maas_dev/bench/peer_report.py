@@ -5,6 +5,7 @@ Pure functions of the results dict (tests render them from fakes, without any pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,16 +89,7 @@ def encoder_lines(results: dict[str, Any]) -> tuple[list[str], Table]:
 
 
 def write_encoder_peers_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
-    name = results["model"]
-    stem = f"{name}-peers"
-    write_json(results, out_dir, stem)
-    table_lines, table = encoder_lines(results)
-    console.print(table)
-    lines = [
-        f"# `maas bench {name} --peers`",
-        "",
-        machine_line(results, f"arch {results['arch']}", f"load average {_load(results)}"),
-        "",
+    intro = (
         f"Each case in its own process; {results['rounds']} rounds, the order of cases rotated every round "
         f"(calls per round: {', '.join(f'{w} ×{n}' for w, n in results['repeats'].items())}). Cells: p50 over all "
         "rounds (× = the fastest peer's p50 ÷ this case's: above 1 is faster than every peer), then the range "
@@ -105,15 +97,39 @@ def write_encoder_peers_report(results: dict[str, Any], out_dir: Path, console: 
         f"(and the head) included. Quality on the build's {results['heldout']} held-out inputs against torch "
         f"fp32; gates = the catalog's ({_gate_text(results['gates'])}). INT8 config: {results['int8_config']}. "
         "Within a round the cases of one workload run back to back, so the paired ratio (the peer's round median "
-        "÷ maas's, median over rounds) is the figure least moved by other load on the machine.",
+        "÷ maas's, median over rounds) is the figure least moved by other load on the machine."
+    )
+    return _write_report(results, out_dir, console, encoder_lines(results), intro, _encoder_plot)
+
+
+def _write_report(
+    results: dict[str, Any],
+    out_dir: Path,
+    console: Console,
+    table: tuple[list[str], Any],
+    intro: str,
+    plot: Callable[[dict[str, Any], Path], Path | None],
+) -> Path:
+    """The JSON, the table on the console, and the Markdown report with its plot."""
+    name = results["model"]
+    stem = f"{name}-peers"
+    write_json(results, out_dir, stem)
+    table_lines, rich_table = table
+    console.print(rich_table)
+    lines = [
+        f"# `maas bench {name} --peers`",
+        "",
+        machine_line(results, f"arch {results['arch']}", f"load average {_load(results)}"),
+        "",
+        intro,
         "",
         *table_lines,
     ]
     if results.get("skipped"):
         lines += ["", "Skipped here:", ""] + [f"- `{k}`: {v}" for k, v in results["skipped"].items()]
-    plot = _encoder_plot(results, out_dir / f"{stem}.png")
-    if plot:
-        lines += ["", f"![{stem}]({plot.name})"]
+    image = plot(results, out_dir / f"{stem}.png")
+    if image:
+        lines += ["", f"![{stem}]({image.name})"]
     report = out_dir / f"{stem}.md"
     report.write_text("\n".join([*lines, ""]))
     return report
@@ -213,34 +229,16 @@ def generation_lines(results: dict[str, Any]) -> tuple[list[str], Table]:
 
 
 def write_generation_peers_report(results: dict[str, Any], out_dir: Path, console: Console) -> Path:
-    name = results["model"]
-    stem = f"{name}-peers"
-    write_json(results, out_dir, stem)
-    table_lines, table = generation_lines(results)
-    console.print(table)
-    lines = [
-        f"# `maas bench {name} --peers`",
-        "",
-        machine_line(results, f"arch {results['arch']}", f"load average {_load(results)}"),
-        "",
+    intro = (
         f"Each case in its own process; {results['rounds']} rounds, the order of cases rotated every round. Prompt "
         f"{results['prompt_tokens']} tokens, {results['new_tokens']} greedy tokens (EOS ignored); time to first "
         "token = the prompt and one greedy token; decode tokens/s = the other tokens ÷ the rest of the time (p50 "
         "over all rounds, then the range of the per-round figures). Quality as the build's gates measure it: "
         f"next-token top-1 agreement with torch fp32 and perplexity on {results['heldout_positions']} held-out "
         "positions (teacher-forced), greedy continuations of the parity prompts equal to torch's. Catalog gates: "
-        f"{_gate_text(results['gates'])}.",
-        "",
-        *table_lines,
-    ]
-    if results.get("skipped"):
-        lines += ["", "Skipped here:", ""] + [f"- `{k}`: {v}" for k, v in results["skipped"].items()]
-    plot = _generation_plot(results, out_dir / f"{stem}.png")
-    if plot:
-        lines += ["", f"![{stem}]({plot.name})"]
-    report = out_dir / f"{stem}.md"
-    report.write_text("\n".join([*lines, ""]))
-    return report
+        f"{_gate_text(results['gates'])}."
+    )
+    return _write_report(results, out_dir, console, generation_lines(results), intro, _generation_plot)
 
 
 def _generation_plot(results: dict[str, Any], path: Path) -> Path | None:
