@@ -16,6 +16,7 @@ Run as ``python -m maas_dev.bench.encoder_worker`` (see ``maas_dev.bench.worker`
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +38,15 @@ def _pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
 
-class EncoderRunner:
+class EncoderRunner(ABC):
     """Texts → task outputs, plus the timing and output calls the parent makes."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
         self.workloads: dict[str, list[list[str]]] = spec["workloads"]
-        self.head: tuple[np.ndarray, np.ndarray] | None = None
-        if spec.get("head"):
-            with np.load(spec["head"]) as head:
-                self.head = (head["weight"].astype(np.float32), head["bias"].astype(np.float32))
 
-    def vectors(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
-
+    @abstractmethod
     def predict(self, texts: list[str]) -> np.ndarray:
-        vectors = self.vectors(texts)
-        if self.head is None:
-            return vectors
-        weight, bias = self.head
-        return _softmax(vectors @ weight.T + bias)
+        """The task's output for ``texts``: vectors ``[n, dim]`` or class probabilities ``[n, classes]``."""
 
     def time(self, workload: str, repeats: int, warmup: int = 1) -> list[float]:
         """Seconds per call, cycling over the workload's calls (each a list of texts)."""
@@ -71,7 +62,29 @@ class EncoderRunner:
         return list(result.shape)
 
 
-class OrtRunner(EncoderRunner):
+class PeerRunner(EncoderRunner):
+    """A peer's pooled vectors; for the classifier, through the same linear head (the spec's ``head``)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
+        self.head: tuple[np.ndarray, np.ndarray] | None = None
+        if spec.get("head"):
+            with np.load(spec["head"]) as head:
+                self.head = (head["weight"].astype(np.float32), head["bias"].astype(np.float32))
+
+    @abstractmethod
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised mean-pooled vectors ``[n, dim]``."""
+
+    def predict(self, texts: list[str]) -> np.ndarray:
+        vectors = self.vectors(texts)
+        if self.head is None:
+            return vectors
+        weight, bias = self.head
+        return _softmax(vectors @ weight.T + bias)
+
+
+class OrtRunner(PeerRunner):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec)
         ort = require("onnxruntime", "pip install onnxruntime")
@@ -93,7 +106,7 @@ class OrtRunner(EncoderRunner):
         return _pool(hidden, mask)
 
 
-class FastembedRunner(EncoderRunner):
+class FastembedRunner(PeerRunner):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec)
         fastembed = require("fastembed", PEER_HINT)
@@ -107,7 +120,7 @@ class FastembedRunner(EncoderRunner):
         return np.stack(list(self.model.embed(texts, batch_size=max(1, len(texts))))).astype(np.float32)
 
 
-class SentenceTransformersRunner(EncoderRunner):
+class SentenceTransformersRunner(PeerRunner):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec)
         import os

@@ -17,6 +17,7 @@ Run as ``python -m maas_dev.bench.generation_worker`` (see ``maas_dev.bench.work
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +32,18 @@ def _log_softmax_at(logits: np.ndarray, target: int) -> float:
     return float(row[target] - top - np.log(np.exp(row - top).sum()))
 
 
-class GenerationRunner:
+class GenerationRunner(ABC):
     def __init__(self, spec: dict[str, Any]) -> None:
         self.prompt: list[int] = spec["prompt_ids"]
         self.threads: int = spec.get("threads", 2)
 
+    @abstractmethod
     def generate(self, ids: list[int], count: int, eos: frozenset[int] = frozenset()) -> list[int]:
-        raise NotImplementedError
+        """``count`` greedy tokens after ``ids`` (fewer if one of ``eos`` comes first)."""
 
+    @abstractmethod
     def next_logits(self, ids: list[int]) -> np.ndarray:
         """Next-token logits after each prefix ``ids[:k]``, k = 1..n-1: ``[n-1, vocab]``."""
-        raise NotImplementedError
 
     def time(self, count: int, repeats: int) -> list[float]:
         """Seconds to generate ``count`` tokens greedily from the prompt (EOS ignored), ``repeats`` times."""
