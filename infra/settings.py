@@ -8,8 +8,6 @@ Nothing here is hard-coded per environment and nothing reaches the network.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -19,6 +17,7 @@ from typing import Any, Literal
 
 from functions.contract.batch_plan import DEFAULT_MAP_CONCURRENCY
 from infra.errors import EnvironmentConfigError
+from infra.stage_values import choice, cidr, flag, integer, mapping, resolve, strings, subscription
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STAGE_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
@@ -190,7 +189,7 @@ def load_environment(
     }
     config_file = get_context("configFile")
     if config_file:
-        path = _resolve(repo_root, str(config_file))
+        path = resolve(repo_root, str(config_file))
         try:
             raw.update(tomllib.loads(path.read_text(encoding="utf-8")))
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -223,8 +222,8 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
             f"no valid AWS region (got {region!r}): pass -c region=eu-west-1 or set region in the stage config"
         )
     region = str(region)
-    tiers = {name: _tier(name, spec) for name, spec in _mapping(raw["tiers"], "tiers").items()}
-    tenants = {str(k): str(v) for k, v in _mapping(raw["tenants"], "tenants").items()}
+    tiers = {name: _tier(name, spec) for name, spec in mapping(raw["tiers"], "tiers").items()}
+    tenants = {str(k): str(v) for k, v in mapping(raw["tenants"], "tenants").items()}
     for tenant, tier in tenants.items():
         if not TENANT_RE.fullmatch(tenant):
             raise EnvironmentConfigError(f"tenant name {tenant!r} must match {TENANT_RE.pattern}")
@@ -237,38 +236,38 @@ def _build(raw: dict[str, Any], repo_root: Path) -> EnvironmentConfig:
         stage=stage,
         account=str(account),
         region=region,
-        **{key: _resolve(repo_root, str(raw[key])) for key in _PATH_KEYS},
-        packaging=_choice(raw.get("packaging", "strict"), ("strict", "preview"), "packaging"),
-        allow_missing_artifacts=_bool(raw.get("allow_missing_artifacts", False), "allowMissingArtifacts"),
+        **{key: resolve(repo_root, str(raw[key])) for key in _PATH_KEYS},
+        packaging=choice(raw.get("packaging", "strict"), ("strict", "preview"), "packaging"),
+        allow_missing_artifacts=flag(raw.get("allow_missing_artifacts", False), "allowMissingArtifacts"),
         availability_zones=tuple(str(a) for a in azs),
-        nat_gateways=_int(raw.get("nat_gateways", 1), "natGateways", low=1),
-        log_retention_days=_int(raw.get("log_retention_days", 30), "logRetentionDays", low=1),
-        log_level=_choice(raw.get("log_level", "INFO"), ("DEBUG", "INFO", "WARNING", "ERROR"), "logLevel"),
+        nat_gateways=integer(raw.get("nat_gateways", 1), "natGateways", low=1),
+        log_retention_days=integer(raw.get("log_retention_days", 30), "logRetentionDays", low=1),
+        log_level=choice(raw.get("log_level", "INFO"), ("DEBUG", "INFO", "WARNING", "ERROR"), "logLevel"),
         alarm_email=str(raw["alarm_email"]) if raw.get("alarm_email") else None,
         alarm_subscriptions=tuple(
-            _subscription(s) for s in _strings(raw.get("alarm_subscriptions", ()), "alarmSubscriptions")
+            subscription(s) for s in strings(raw.get("alarm_subscriptions", ()), "alarmSubscriptions")
         ),
-        require_alarm_subscription=_bool(raw.get("require_alarm_subscription", False), "requireAlarmSubscription"),
-        models=tuple(_strings(raw.get("models", ()), "models")),
-        batch_reserved_concurrency=_int(raw.get("batch_reserved_concurrency", 5), "batchReservedConcurrency", low=0),
-        batch_map_concurrency=_int(raw.get("batch_map_concurrency", DEFAULT_MAP_CONCURRENCY), "batchMapConcurrency",
+        require_alarm_subscription=flag(raw.get("require_alarm_subscription", False), "requireAlarmSubscription"),
+        models=tuple(strings(raw.get("models", ()), "models")),
+        batch_reserved_concurrency=integer(raw.get("batch_reserved_concurrency", 5), "batchReservedConcurrency", low=0),
+        batch_map_concurrency=integer(raw.get("batch_map_concurrency", DEFAULT_MAP_CONCURRENCY), "batchMapConcurrency",
                                    low=1),
-        waf=_bool(raw.get("waf", True), "waf"),
-        retain_data=_bool(raw.get("retain_data", True), "retainData"),
-        api_timeout_quota_s=_int(raw.get("api_timeout_quota_s", 29), "apiTimeoutQuotaS", low=1),
-        stage_rate_limit=float(_int(raw.get("stage_rate_limit", 500), "stageRateLimit", low=1)),
-        stage_burst_limit=_int(raw.get("stage_burst_limit", 1000), "stageBurstLimit", low=1),
-        batch_retention_days=_int(raw.get("batch_retention_days", 30), "batchRetentionDays", low=1),
-        vpc_cidr=_cidr(raw.get("vpc_cidr", "10.64.0.0/16")),
-        waf_ip_rate_limit=_int(raw.get("waf_ip_rate_limit", 3000), "wafIpRateLimit", low=10),
+        waf=flag(raw.get("waf", True), "waf"),
+        retain_data=flag(raw.get("retain_data", True), "retainData"),
+        api_timeout_quota_s=integer(raw.get("api_timeout_quota_s", 29), "apiTimeoutQuotaS", low=1),
+        stage_rate_limit=float(integer(raw.get("stage_rate_limit", 500), "stageRateLimit", low=1)),
+        stage_burst_limit=integer(raw.get("stage_burst_limit", 1000), "stageBurstLimit", low=1),
+        batch_retention_days=integer(raw.get("batch_retention_days", 30), "batchRetentionDays", low=1),
+        vpc_cidr=cidr(raw.get("vpc_cidr", "10.64.0.0/16")),
+        waf_ip_rate_limit=integer(raw.get("waf_ip_rate_limit", 3000), "wafIpRateLimit", low=10),
         tiers=tiers,
         tenants=tenants,
-        api_auth=_choice(raw.get("api_auth", "bearer"), API_AUTH_MODES, "apiAuth"),
-        authorizer_cache_ttl_s=_int(raw.get("authorizer_cache_ttl_s", 300), "authorizerCacheTtlS", low=0),
+        api_auth=choice(raw.get("api_auth", "bearer"), API_AUTH_MODES, "apiAuth"),
+        authorizer_cache_ttl_s=integer(raw.get("authorizer_cache_ttl_s", 300), "authorizerCacheTtlS", low=0),
         domain_name=str(raw["domain_name"]).lower() if raw.get("domain_name") else None,
         certificate_arn=str(raw["certificate_arn"]) if raw.get("certificate_arn") else None,
         base_path=str(raw.get("base_path") or "").strip("/"),
-        domain_security_policy=_choice(
+        domain_security_policy=choice(
             raw.get("domain_security_policy", "TLS_1_2"), DOMAIN_SECURITY_POLICIES, "domainSecurityPolicy"
         ),
     )
@@ -341,13 +340,13 @@ def _check_api_access(config: EnvironmentConfig) -> None:
 def _tier(name: str, spec: Any) -> UsageTier:
     if not TENANT_RE.fullmatch(name):
         raise EnvironmentConfigError(f"tier name {name!r} must match {TENANT_RE.pattern}")
-    spec = _mapping(spec, f"tiers.{name}")
+    spec = mapping(spec, f"tiers.{name}")
     tier = UsageTier(
         name=name,
-        rate_limit=float(_int(spec.get("rate_limit"), f"tiers.{name}.rate_limit", low=1)),
-        burst_limit=_int(spec.get("burst_limit"), f"tiers.{name}.burst_limit", low=1),
-        quota_limit=_int(spec.get("quota_limit"), f"tiers.{name}.quota_limit", low=1),
-        quota_period=_choice(spec.get("quota_period"), ("DAY", "WEEK", "MONTH"), f"tiers.{name}.quota_period"),
+        rate_limit=float(integer(spec.get("rate_limit"), f"tiers.{name}.rate_limit", low=1)),
+        burst_limit=integer(spec.get("burst_limit"), f"tiers.{name}.burst_limit", low=1),
+        quota_limit=integer(spec.get("quota_limit"), f"tiers.{name}.quota_limit", low=1),
+        quota_period=choice(spec.get("quota_period"), ("DAY", "WEEK", "MONTH"), f"tiers.{name}.quota_period"),
     )
     # Without their own figures, generation routes get a tenth of the tier's (at least 1 request/s, burst 1).
     derived_rate = max(1, min(int(tier.rate_limit), round(tier.rate_limit / 10)))
@@ -355,9 +354,9 @@ def _tier(name: str, spec: Any) -> UsageTier:
     tier = replace(
         tier,
         generation_rate_limit=float(
-            _int(spec.get("generation_rate_limit", derived_rate), f"tiers.{name}.generation_rate_limit", low=1)
+            integer(spec.get("generation_rate_limit", derived_rate), f"tiers.{name}.generation_rate_limit", low=1)
         ),
-        generation_burst_limit=_int(
+        generation_burst_limit=integer(
             spec.get("generation_burst_limit", derived_burst), f"tiers.{name}.generation_burst_limit", low=1
         ),
     )
@@ -372,83 +371,3 @@ def _tier(name: str, spec: Any) -> UsageTier:
             f"{tier.burst_limit}): the plan's own throttle would cap them anyway"
         )
     return tier
-
-
-def _strings(value: Any, key: str) -> list[str]:
-    """A list of strings from TOML, or from context as JSON (``-c models='["a","b"]'``) or comma-separated."""
-    if isinstance(value, str):
-        stripped = value.strip()
-        if stripped.startswith("["):
-            try:
-                value = json.loads(stripped)
-            except json.JSONDecodeError as exc:
-                raise EnvironmentConfigError(f"{key} must be a list of strings: {exc}") from exc
-        else:
-            value = [v.strip() for v in stripped.split(",") if v.strip()]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise EnvironmentConfigError(f"{key} must be a list of strings, got {value!r}")
-    return list(value)
-
-
-_SUBSCRIPTION_RE = re.compile(
-    r"^(mailto:[^@\s]+@[^@\s]+\.[^@\s]+|https://\S+|arn:aws[a-z-]*:(sqs|lambda):[a-z0-9-]+:\d{12}:\S+)$"
-)
-
-
-def _subscription(value: str) -> str:
-    if not _SUBSCRIPTION_RE.fullmatch(value):
-        raise EnvironmentConfigError(
-            f"alarm subscription {value!r} must be mailto:<address>, https://<endpoint>, or an SQS queue or "
-            "Lambda function ARN"
-        )
-    return value
-
-
-def _cidr(value: Any) -> str:
-    try:
-        network = ipaddress.IPv4Network(str(value))
-    except ValueError as exc:
-        raise EnvironmentConfigError(f"vpcCidr {value!r} is not an IPv4 CIDR: {exc}") from exc
-    if not 16 <= network.prefixlen <= 20:
-        raise EnvironmentConfigError(f"vpcCidr {value!r} must be a /16 to /20 (room for four /24+ subnets)")
-    return str(network)
-
-
-def _resolve(root: Path, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else root / path
-
-
-def _mapping(value: Any, key: str) -> Mapping[str, Any]:
-    if isinstance(value, str):  # -c tenants='{"acme": "standard"}'
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise EnvironmentConfigError(f"{key} must be a JSON object: {exc}") from exc
-    if not isinstance(value, Mapping):
-        raise EnvironmentConfigError(f"{key} must be a table / JSON object, got {value!r}")
-    return value
-
-
-def _bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise EnvironmentConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def _int(value: Any, key: str, *, low: int) -> int:
-    try:
-        number = int(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number < low or (isinstance(value, float) and value != number):
-        raise EnvironmentConfigError(f"{key} must be an integer >= {low}, got {value!r}")
-    return number
-
-
-def _choice(value: Any, allowed: tuple[str, ...], key: str) -> Any:
-    if value not in allowed:
-        raise EnvironmentConfigError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
