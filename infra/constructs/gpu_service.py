@@ -22,7 +22,6 @@ from pathlib import Path
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigw
-from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
@@ -52,6 +51,7 @@ from infra import nag
 from infra.config import ModelSpec
 from infra.constructs.common import data_removal_policy, log_retention
 from infra.constructs.data_access import DataAccess
+from infra.constructs.gpu_hosts import gpu_capacity
 from infra.constructs.worker_scaling import WorkerScaling
 from infra.settings import EnvironmentConfig
 
@@ -95,7 +95,7 @@ class GpuService(Construct):
         self.cluster = ecs.Cluster(self, "Cluster", vpc=vpc, container_insights_v2=ecs.ContainerInsights.ENHANCED)
         tasks_per_instance = instance.gpus
         max_instances = math.ceil((deploy.max_tasks + worker_max) / tasks_per_instance)
-        self.capacity = self._capacity(deploy, vpc, max_instances, alarm_topic)
+        self.capacity = gpu_capacity(self, self.cluster, deploy, vpc, max_instances, alarm_topic)
         self.cluster.add_asg_capacity_provider(self.capacity)
 
         image = ecs.ContainerImage.from_docker_image_asset(
@@ -272,101 +272,6 @@ class GpuService(Construct):
             vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
             enable_ecs_managed_tags=True,
         )
-
-    def _capacity(
-        self, deploy: GpuDeploy, vpc: ec2.IVpc, max_instances: int, topic: sns.ITopic
-    ) -> ecs.AsgCapacityProvider:
-        security_group = ec2.SecurityGroup(
-            self, "InstanceSecurityGroup", vpc=vpc, description="maas GPU hosts", allow_all_outbound=True
-        )
-        user_data = ec2.UserData.for_linux()
-        user_data.add_commands("echo ECS_ENABLE_GPU_SUPPORT=true >> /etc/ecs/ecs.config")
-        template = ec2.LaunchTemplate(
-            self,
-            "LaunchTemplate",
-            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
-            instance_type=ec2.InstanceType(deploy.instance_type),
-            security_group=security_group,
-            user_data=user_data,
-            # Immutable to CDK: the ECS integration would add "ecs:Submit*"; the role gets explicit actions.
-            role=self._instance_role().without_policy_updates(),
-            require_imdsv2=True,
-            http_put_response_hop_limit=1,  # tasks (awsvpc) cannot reach the instance's credentials
-            detailed_monitoring=True,
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        100, encrypted=True, volume_type=ec2.EbsDeviceVolumeType.GP3, delete_on_termination=True
-                    ),
-                )
-            ],
-        )
-        group = autoscaling.AutoScalingGroup(
-            self,
-            "Hosts",
-            vpc=vpc,
-            vpc_subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-            launch_template=template,
-            min_capacity=0,
-            max_capacity=max_instances,
-            notifications=[autoscaling.NotificationConfiguration(topic=topic)],
-        )
-        nag.acknowledge(
-            group,
-            "AwsSolutions-EC29",
-            "Instances belong to an ECS capacity provider with managed termination protection",
-        )
-        return ecs.AsgCapacityProvider(
-            self,
-            "CapacityProvider",
-            auto_scaling_group=group,
-            enable_managed_scaling=True,
-            enable_managed_termination_protection=True,
-            enable_managed_draining=True,
-            target_capacity_percent=100,
-            machine_image_type=ecs.MachineImageType.AMAZON_LINUX_2,
-        )
-
-    def _instance_role(self) -> iam.Role:
-        """The GPU hosts' role: what the ECS agent needs for this cluster, every action spelled out."""
-        role = iam.Role(self, "InstanceRole", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"))
-        cluster_arn = self.cluster.cluster_arn
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="EcsAgentOnCluster",
-                actions=[
-                    "ecs:RegisterContainerInstance",
-                    "ecs:DeregisterContainerInstance",
-                    "ecs:SubmitAttachmentStateChanges",
-                    "ecs:SubmitContainerStateChange",
-                    "ecs:SubmitTaskStateChange",
-                ],
-                resources=[cluster_arn],
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="EcsAgentOnInstances",
-                actions=["ecs:Poll", "ecs:StartTelemetrySession", "ecs:UpdateContainerInstancesState"],
-                resources=["*"],  # container instances do not exist yet; the condition pins the cluster
-                conditions={"ArnEquals": {"ecs:cluster": cluster_arn}},
-            )
-        )
-        role.add_to_policy(
-            iam.PolicyStatement(
-                sid="EcsAgentDiscovery",
-                actions=["ecs:DiscoverPollEndpoint"],
-                resources=["*"],
-            )
-        )
-        nag.acknowledge(
-            role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "ECS agent: DiscoverPollEndpoint has no resource type; Poll/StartTelemetrySession are pinned "
-            "by the ecs:cluster condition",
-        )
-        return role
 
     def _task_definition(
         self,
