@@ -27,7 +27,7 @@ MIN_OPSET = 17  # LayerNormalization entered the standard opset in 17
 
 def plain_layernorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """A copy of ``model`` with every ``SkipLayerNormalization`` as ``Add`` → ``Add(bias)`` (or ``Sum`` when it has
-    no bias) → ``LayerNormalization``;
+    no bias) → ``LayerNormalization``, and every unfused residual sum in the order ORT leaves alone;
     returns it and how many were rewritten. Nodes whose optional mean/inv-std/sum outputs are used are kept, and
     so is a graph below opset 17 (raising its opset could change the meaning of its other ops)."""
     out = onnx.ModelProto()
@@ -69,4 +69,45 @@ def plain_layernorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         rewritten += 1
     del out.graph.node[:]
     out.graph.node.extend(nodes)
-    return out, rewritten
+    return out, rewritten + _bias_last(out)
+
+
+def _bias_last(model: onnx.ModelProto) -> int:
+    """Residual sums the export wrote unfused, ``LayerNorm((input + bias) + skip)``, reordered in place to
+    ``LayerNorm((input + skip) + bias)``: onnxruntime fuses the first order into ``SkipLayerNormalization`` at
+    session creation (the classifier's export reaches the build that way). Only an ``Add`` of a constant whose
+    result feeds nothing but the residual ``Add`` is moved; returns how many were."""
+    graph = model.graph
+    constants = {i.name for i in graph.initializer}
+    producers = {name: node for node in graph.node for name in node.output}
+    position = {name: index for index, node in enumerate(graph.node) for name in node.output}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    for output in graph.output:
+        uses[output.name] = uses.get(output.name, 0) + 1
+    moved = 0
+    for norm in [n for n in graph.node if n.op_type == "LayerNormalization" and n.domain in ("", "ai.onnx")]:
+        residual = producers.get(norm.input[0])
+        if residual is None or residual.op_type != "Add" or uses.get(residual.output[0]) != 1:
+            continue
+        for side in (0, 1):
+            biased, skip = producers.get(residual.input[side]), residual.input[1 - side]
+            if (
+                biased is None
+                or biased.op_type != "Add"
+                or uses.get(biased.output[0]) != 1
+                or skip in constants
+                or sum(name in constants for name in biased.input) != 1
+                or position.get(skip, -1) > position[biased.output[0]]  # the nodes stay in topological order
+            ):
+                continue
+            bias = next(name for name in biased.input if name in constants)
+            source = next(name for name in biased.input if name not in constants)
+            # biased := source + skip; residual := biased + bias (same nodes, same names, new order)
+            biased.input[:] = [source, skip]
+            residual.input[:] = [biased.output[0], bias]
+            moved += 1
+            break
+    return moved

@@ -98,3 +98,43 @@ def test_bias_gelu_becomes_fast_gelu_within_the_tanh_approximation():
     assert count == 1 and fast.graph.node[0].op_type == "FastGelu"
     feeds = {"x": RNG.normal(scale=3.0, size=(4, H)).astype(np.float32)}
     np.testing.assert_allclose(_run(fast, feeds), _run(model, feeds), atol=2e-3)
+
+
+def _unfused_residual_model() -> onnx.ModelProto:
+    """LayerNorm((x @ W + bias) + skip), as an export writes it before any fusion."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["proj"]),
+            helper.make_node("Add", ["proj", "bias"], ["biased"]),
+            helper.make_node("Add", ["biased", "skip"], ["residual"]),
+            helper.make_node("LayerNormalization", ["residual", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-12),
+            helper.make_node("Relu", ["y"], ["out"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", "seq", H]) for x in ("x", "skip")],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", "seq", H])],
+        initializer=[numpy_helper.from_array(RNG.normal(size=(H, H)).astype(np.float32), "w")]
+        + [numpy_helper.from_array(RNG.normal(size=H).astype(np.float32), n) for n in ("bias", "gamma", "beta")],
+    )
+    return helper.make_model(
+        graph, ir_version=10, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)]
+    )
+
+
+def test_an_unfused_residual_is_reordered_so_onnxruntime_leaves_it_unfused(tmp_path):
+    # GIVEN LayerNorm((input + bias) + skip), which ORT fuses into its slow SkipLayerNormalization
+    model = _unfused_residual_model()
+    feeds = {x: RNG.normal(size=(2, 5, H)).astype(np.float32) for x in ("x", "skip")}
+    before = tmp_path / "before.onnx"
+    _run(model, feeds, str(before))
+    assert "SkipLayerNormalization" in {n.op_type for n in onnx.load(str(before)).graph.node}
+    # WHEN rewritten
+    plain, count = plain_layernorm(model)
+    # THEN the sum is (input + skip) + bias, ORT keeps the plain LayerNormalization, and the result is the same
+    assert count == 1
+    adds = [list(n.input) for n in plain.graph.node if n.op_type == "Add"]
+    assert adds == [["proj", "skip"], ["biased", "bias"]]
+    after = tmp_path / "after.onnx"
+    np.testing.assert_allclose(_run(plain, feeds, str(after)), _run(model, feeds), atol=1e-5)
+    assert "SkipLayerNormalization" not in {n.op_type for n in onnx.load(str(after)).graph.node}
+    assert [n.op_type for n in model.graph.node][1:3] == ["Add", "Add"] and model.graph.node[1].input[1] == "bias"
