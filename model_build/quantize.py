@@ -52,6 +52,9 @@ class QuantPreset:
     # With source_grid: the 4-bit layers' activations rounded to int8 per block of 32 (accuracy_level=4), as
     # llama.cpp computes Q4_1 x Q8_1; not exact (next-token agreement with torch drops to llama.cpp's own).
     grid_int8_compute: bool = False
+    # With grid_int8_compute: each Q4_1 weight as one 8-bit grid carrying its block offset (no offset MatMuls;
+    # offsets rounded to 1/32 of a 4-bit step), model_build/graph/grid_repack.fold_offsets.
+    grid_folded_offsets: bool = False
     # Dynamic INT8: the FFN down-projections' outlier input channels (found on calibration inputs) run as
     # a small fp32 MatMul beside the INT8 one (model_build/graph/outliers.py); needs calibration batches.
     fp32_outliers: bool = False
@@ -213,6 +216,18 @@ PRESETS: dict[str, QuantPreset] = {
             description="the GGUF's own grids, computed as llama.cpp does: 4-bit layers and the 8-bit LM head with "
             "activations rounded to int8 per block of 32",
         ),
+        QuantPreset(
+            "int4-source-grid-int8-folded",
+            "weight-only",
+            bits=4,
+            op_types=("MatMul",),
+            source_grid=True,
+            eight_bit_grid="int8-compute",
+            grid_int8_compute=True,
+            grid_folded_offsets=True,
+            description="int4-source-grid-int8-compute with each Q4_1 block's offset folded into one 8-bit grid "
+            "(no offset MatMuls; offsets within 1/32 of a 4-bit step)",
+        ),
     )
 }
 
@@ -277,7 +292,11 @@ def quantize(
         from model_build.graph.grid_repack import repack_grid_weights
 
         repack_grid_weights(
-            model_in, model_out, eight_bit=preset.eight_bit_grid, int8_compute=preset.grid_int8_compute
+            model_in,
+            model_out,
+            eight_bit=preset.eight_bit_grid,
+            int8_compute=preset.grid_int8_compute,
+            folded=preset.grid_folded_offsets,
         )
     elif preset.method == "weight-only":
         _blockwise(onnx.load(str(model_in)), model_out, preset, nodes=None)

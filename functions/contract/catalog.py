@@ -45,6 +45,7 @@ QUANTIZATION_PRESETS = (
     "int4-source-grid-fp32-head",
     "int4-source-grid-int8-head",
     "int4-source-grid-int8-compute",
+    "int4-source-grid-int8-folded",
 )
 DEFAULT_PRESET = "int8-dynamic-matmul-per-channel"
 

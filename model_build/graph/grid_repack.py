@@ -93,6 +93,38 @@ def nibble_planes(grid: GridWeight) -> GridWeight:
     return GridWeight(4, blob, scales, None, packed_zero.reshape(-1))
 
 
+FOLD_SCALES = (16, 8, 4, 2, 1)  # 8-bit steps per 4-bit step, finest first
+
+
+def fold_offsets(weight: np.ndarray) -> GridWeight | None:
+    """A Q4_1 grid ``w = d·q + m`` as ONE 8-bit grid with uint8 zero points, for int8 compute: per block,
+    ``q8 = α·q + c`` at scale ``d/α`` and zero point ``z`` with ``c − z = round(α·m/d)``, so the block's values
+    are ``d·q + m'`` with ``|m' − m| ≤ d/(2α)`` (α = 16: 1/32 of a 4-bit step). The separate offset MatMuls
+    disappear. α is the largest of ``FOLD_SCALES`` whose ``c``, ``z`` fit 0..255. None when ``weight`` is not
+    on a Q4_1 grid."""
+    grid = find_grid(weight)
+    if grid is None or grid.bits != 4:
+        return None
+    k, n = weight.shape
+    blocks = weight.T.reshape(n, k // BLOCK, BLOCK).astype(np.float32)
+    low, high = blocks.min(-1), blocks.max(-1)
+    step = np.where(high > low, (high - low) / 15, 1.0).astype(np.float32)
+    q = np.clip(np.rint((blocks - low[..., None]) / step[..., None]), 0, 15)
+    alpha = np.zeros_like(step)
+    target = np.zeros_like(step)
+    for candidate in FOLD_SCALES[::-1]:  # coarsest first, so the finest that fits wins
+        t = np.rint(candidate * low / step)
+        fits = (t >= -255) & (t <= 255 - 15 * candidate)
+        alpha = np.where(fits, candidate, alpha)
+        target = np.where(fits, t, target)
+    if (alpha == 0).any():
+        return None
+    c = np.clip(target, 0, None)  # c − z = target, c ≥ 0, z ≥ 0
+    z = c - target
+    q8 = (alpha[..., None] * q + c[..., None]).astype(np.uint8)
+    return GridWeight(8, q8, (step / alpha).astype(np.float32).reshape(-1), None, z.astype(np.uint8).reshape(-1))
+
+
 def repack_grid_weights(
     model_in: Path,
     model_out: Path,
@@ -100,6 +132,7 @@ def repack_grid_weights(
     eight_bit: EightBit = "nibble-planes",
     pack_siblings: bool = True,
     int8_compute: bool = False,
+    folded: bool = False,
 ) -> dict[str, int]:
     """Replace every MatMul whose constant weight lies on a block grid with an exact ``MatMulNBits``.
 
@@ -110,12 +143,15 @@ def repack_grid_weights(
     default nibble planes are exact; int8 compute rounds activations, which flips near-tied next tokens.
     ``int8_compute``: the 4-bit MatMulNBits round their activations to int8 per block (``accuracy_level=4``),
     as llama.cpp's Q4_1 x Q8_1 dot products do: faster, no longer exact.
+    ``folded`` (with ``int8_compute``): each Q4_1 weight as one 8-bit grid that carries its block offset
+    (``fold_offsets``), so no offset MatMuls run; offsets rounded to 1/32 of a 4-bit step.
     Raises ``ValueError`` when no weight fits: the source was not block-quantized (use another preset).
     """
     model = onnx.load(str(model_in))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
-    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_8bit_as_planes": 0, "matmul_kept_fp32": 0, "packed_groups": 0}
+    counts = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_8bit_as_planes": 0, "matmul_kept_fp32": 0, "packed_groups": 0,
+              "matmul_4bit_folded": 0}  # fmt: skip
     nodes: list[onnx.NodeProto] = []
     replaced: set[str] = set()
     block_sums: dict[str, str] = {}  # input tensor → its per-block sums, shared by q/k/v and gate/up
@@ -163,6 +199,12 @@ def repack_grid_weights(
         for member in members:
             counts["matmul_8bit_as_planes" if planes else f"matmul_{grid.bits}bit"] += 1
             replaced.add(member.input[1])
+        if folded and grid.bits == 4:
+            stacked = np.concatenate([numpy_helper.to_array(initializers[m.input[1]]) for m in members], axis=1)
+            folded_grid = fold_offsets(stacked)
+            if folded_grid is not None:
+                grid = folded_grid
+                counts["matmul_4bit_folded"] += len(members)
         inputs = [source]
         if planes:
             grid = nibble_planes(grid)

@@ -14,7 +14,8 @@ from model_build.graph.grid_repack import find_grid, repack_grid_weights
 
 RNG = np.random.default_rng(0)
 K, N = 64, 48
-ZERO = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_8bit_as_planes": 0, "matmul_kept_fp32": 0, "packed_groups": 0}
+ZERO = {"matmul_4bit": 0, "matmul_8bit": 0, "matmul_8bit_as_planes": 0, "matmul_kept_fp32": 0, "packed_groups": 0,
+        "matmul_4bit_folded": 0}
 
 
 def q4_1_weight() -> np.ndarray:
