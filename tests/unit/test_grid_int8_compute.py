@@ -82,3 +82,14 @@ def test_folded_preset_runs_no_offset_matmuls_and_stays_close(tmp_path: Path) ->
     for exact, got in zip(run[source], run[folded], strict=True):
         np.testing.assert_allclose(got, exact, rtol=0.05, atol=0.05 * float(np.abs(exact).max()))
     assert PRESETS["int4-source-grid-int8-folded"].grid_folded_offsets
+
+
+def test_a_matmul_whose_input_is_wider_than_its_output_keeps_its_exact_offsets(tmp_path: Path) -> None:
+    # GIVEN a down-projection-like MatMul (K = 64 inputs, 16 outputs) beside nothing else
+    weight = q4_1_weight()[:, :16].copy()
+    source = two_matmul_model(tmp_path / "in.onnx", weight, weight)
+    counts = repack_grid_weights(source, tmp_path / "out.onnx", eight_bit="int8-compute", int8_compute=True,
+                                 folded=True, pack_siblings=False)  # fmt: skip
+    # THEN neither is folded: their block offsets stay the exact offset MatMuls
+    assert counts["matmul_4bit_folded"] == 0 and counts["matmul_4bit"] == 2
+    assert "MatMul" in _ops(tmp_path / "out.onnx")
