@@ -65,7 +65,10 @@ def _maas_keys(local: LocalStage, *args: str) -> Any:
 def _new_key(local: LocalStage) -> str:
     result = _maas_keys(local, "create", "--tenant", "demo")
     assert result.exit_code == 0, result.output
-    return str(result.output.strip().splitlines()[-1])
+    # the key is alone on its line; anything else the run prints (a library's warning on stderr) is not it
+    (line,) = [line.strip() for line in result.output.splitlines() if keys.key_id_of(line.strip())] or [result.output]
+    assert keys.key_id_of(line), result.output
+    return line
 
 
 @pytest.fixture(scope="module")
