@@ -26,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -105,12 +106,13 @@ class _Sandboxed:
     python: Path
     environment: dict[str, str]
     runtime_dir: Path | None
+    emulator: Sequence[str] = ()  # QEMU user mode for an interpreter of another architecture (maas_dev.emulation)
 
     def _spawn(self, code: str, args: list[str], *, pipe_stdin: bool) -> subprocess.Popen[str]:
         """Start Python ``code`` in the sandbox; its stderr (and stdout, unless ``pipe_stdin``) goes to the logs."""
         command, env = sandbox(
             self.task_root, python=self.python, code=code, args=args, environment=self.environment,
-            runtime_dir=self.runtime_dir,
+            runtime_dir=self.runtime_dir, emulator=self.emulator,
         )  # fmt: skip
         self.process = subprocess.Popen(
             command,
@@ -224,6 +226,7 @@ class BundleServer(_Sandboxed):
         port: int,
         ready_path: str,
         runtime_dir: Path | None = None,
+        emulator: Sequence[str] = (),
     ) -> None:
         if entry_point[:2] != ["python3", "-m"] or len(entry_point) < 3:
             raise ValueError(f"expected an entry point 'python3 -m <module> ...', got {entry_point}")
@@ -231,7 +234,7 @@ class BundleServer(_Sandboxed):
         self.module, self.args = entry_point[2], _with_port(entry_point[3:], port)
         self.environment = environment
         self.port, self.ready_path = port, ready_path
-        self.runtime_dir = runtime_dir
+        self.runtime_dir, self.emulator = runtime_dir, emulator
         self.logs = LogLines()
 
     @property

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,7 @@ def sandbox(
     environment: dict[str, str],
     runtime_dir: Path | None = None,
     flags: str = "-I -S",
+    emulator: Sequence[str] = (),
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment that run Python ``code`` (with ``args``) as Lambda's runtime would: ``task_root``
     read-only at /var/task, Lambda's Python at /var/lang, the runtime's boto3 at /var/runtime, ``-I -S`` with only
@@ -182,7 +184,7 @@ def sandbox(
         python_path.append(RUNTIME_DIR)
     interpreter = f"{LANG_DIR}/bin/{python.resolve().name}"
     program = f"import sys; sys.path[:0] = {python_path!r}; {code}"
-    inner = " ".join([interpreter, flags, "-c", _quote(program), *map(_quote, args)])
+    inner = " ".join([*map(_quote, emulator), interpreter, flags, "-c", _quote(program), *map(_quote, args)])
     drop = f"setpriv --reuid={LAMBDA_UID} --regid={LAMBDA_UID} --clear-groups -- sh -c {_quote(inner)}"
     script = " && ".join([*mounts, f"cd / && exec {drop}"])
     env = {
@@ -207,6 +209,7 @@ def run_bundle(
     verbose_imports: bool = False,
     import_all: str | None = None,
     timeout_s: float = 600,
+    emulator: Sequence[str] = (),
 ) -> BundleRun:
     """Run ``handler`` from ``task_root`` mounted read-only at /var/task, invoking it with each of ``events``.
 
@@ -232,6 +235,7 @@ def run_bundle(
             environment=environment_for_runner,
             runtime_dir=runtime_dir,
             flags="-I -S" + (" -v" if verbose_imports else ""),
+            emulator=emulator,
         )
         started, spawned_at = time.perf_counter(), time.time()
         run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout_s)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from maas_dev.gateway.local import TaskRoots
 from maas_dev.gateway.stage import FunctionDef, stage_functions
 from maas_dev.lambda_bundle import BundleRun, can_isolate, run_bundle
 from maas_dev.local_aws import SAMPLE_JSONL, SAMPLE_KEY
-from tests.bundle.conftest import ACCOUNT, REGION, REPO, STAGE
+from tests.bundle.conftest import REGION, REPO, STAGE, _lower
 from tests.conftest import EVENTS_DIR
 
 pytestmark = [
@@ -53,14 +52,13 @@ class Function:
         return self.definition.handler or "functions.handlers.http.handler"  # a web-adapter image serves the app
 
 
-@pytest.fixture(scope="module")
-def stage(synthesized_stage: Path) -> list[Function]:
-    """The dev stage's model functions, from the strictly synthesized templates."""
+def model_functions(assembly: Path) -> list[Function]:
+    """The dev stage's model functions, from a strictly synthesized cloud assembly."""
     from functions.contract.catalog import load_catalog
 
     catalog = load_catalog(REPO / "catalog.toml")
     functions = []
-    for definition in stage_functions(synthesized_stage, STAGE):
+    for definition in stage_functions(assembly, STAGE):
         if not definition.stack.startswith(f"maas-{STAGE}-model-"):
             continue
         model = definition.stack.removeprefix(f"maas-{STAGE}-model-")
@@ -70,26 +68,8 @@ def stage(synthesized_stage: Path) -> list[Function]:
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, str]]:
-    """A local AWS (moto server on loopback) holding what the template's environment names."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "t"}
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint, **_lower(credentials))
-    bucket = f"maas-{STAGE}-batch-{ACCOUNT}-{REGION}"
-    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    yield {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, **credentials,
-           "BUCKET": bucket}  # fmt: skip
-    server.stop()
-
-
-def _lower(credentials: dict[str, str]) -> dict[str, str]:
-    return {key.lower(): value for key, value in credentials.items()}
+def stage(synthesized_stage: Path) -> list[Function]:
+    return model_functions(synthesized_stage)
 
 
 def _client(service: str, aws: dict[str, str]) -> Any:
@@ -155,8 +135,12 @@ def _adapt(event: dict[str, Any], function: Function, aws: dict[str, str]) -> di
         put = _put_sample(aws, key)
         created["detail"]["bucket"]["name"] = bucket
         created["resources"] = [f"arn:aws:s3:::{bucket}"]
-        created["detail"]["object"].update(key=quote_plus(key, safe="/"), size=len(SAMPLE_JSONL),
-                                           etag=put["ETag"].strip('"'), **{"version-id": put["VersionId"]})
+        created["detail"]["object"].update(
+            key=quote_plus(key, safe="/"),
+            size=len(SAMPLE_JSONL),
+            etag=put["ETag"].strip('"'),
+            **{"version-id": put["VersionId"]},
+        )
     for record in records:
         if record.get("eventSource") == "aws:s3":
             put = _put_sample(aws)
@@ -183,7 +167,8 @@ def _put_sample(aws: dict[str, str], key: str = SAMPLE_KEY) -> dict[str, Any]:
     every event that names it announces the same version (a second upload would make the first events stale)."""
     if (aws["AWS_ENDPOINT_URL"], key) not in _UPLOADED:
         _UPLOADED[aws["AWS_ENDPOINT_URL"], key] = _client("s3", aws).put_object(
-            Bucket=aws["BUCKET"], Key=key, Body=SAMPLE_JSONL)
+            Bucket=aws["BUCKET"], Key=key, Body=SAMPLE_JSONL
+        )
     return _UPLOADED[aws["AWS_ENDPOINT_URL"], key]
 
 
@@ -208,25 +193,27 @@ def _run(
     aws: dict[str, str],
     python: Path,
     runtime_dir: Path,
+    emulator: tuple[str, ...] = (),
 ) -> BundleRun:
+    """``function`` from its task root over ``events``; ``emulator``: QEMU for an arm64 Python (maas_dev.emulation)."""
     root = roots(function.definition)
     environment = _environment(function, aws)
     if not function.definition.web_adapter:
         return run_bundle(
             root, python=python, handler=function.handler, environment=environment, events=events,
-            runtime_dir=runtime_dir,
+            runtime_dir=runtime_dir, emulator=emulator,
         )  # fmt: skip
     # The image's entry point is the server; the adapter's part is an HTTP request per event. What the app imports
     # is checked from the same task root through the handler module the server loads.
     imports = run_bundle(root, python=python, handler=function.handler, environment=environment, events=[],
-                         runtime_dir=runtime_dir)  # fmt: skip
+                         runtime_dir=runtime_dir, emulator=emulator)  # fmt: skip
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert function.definition.entry_point is not None
     server = BundleServer(
         root, python=python, entry_point=list(function.definition.entry_point), port=port, runtime_dir=runtime_dir,
-        environment=environment, ready_path=environment["AWS_LWA_READINESS_CHECK_PATH"],
+        environment=environment, ready_path=environment["AWS_LWA_READINESS_CHECK_PATH"], emulator=emulator,
     )  # fmt: skip
     results = []
     with server:
@@ -234,7 +221,7 @@ def _run(
         for event in events:
             response = adapter.forward(
                 port, event, deadline_s=adapter.lambda_deadline(function.definition.timeout_s),
-                function_arn="arn:aws:lambda:eu-west-1:123456789012:function:local", timeout_s=60,
+                function_arn="arn:aws:lambda:eu-west-1:123456789012:function:local", timeout_s=600 if emulator else 60,
             )  # fmt: skip
             body = b"".join(response.chunks()).decode()
             response.close()
@@ -272,8 +259,9 @@ def test_every_handler_of_every_lambda_model_serves_its_events_from_the_built_bu
             later = [(name, _with_run(event, run_ref)) for name, event in mine if event.get("step") != "plan"]
             runs.append((later, _run(function, [e for _, e in later], task_roots, aws, lambda_python, runtime_dir)))
         else:
-            runs.append((mine, _run(function, [event for _, event in mine], task_roots, aws, lambda_python,
-                                    runtime_dir)))
+            runs.append(
+                (mine, _run(function, [event for _, event in mine], task_roots, aws, lambda_python, runtime_dir))
+            )
         where = f"{function.model} {function.kind}"
         for given, run in runs:
             assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
@@ -417,9 +405,7 @@ def test_the_bundle_holds_the_runtime_and_no_dev_tool_and_every_runtime_module_i
     """GIVEN the image model's zip (the one bundle that carries every dependency set, Pillow included) THEN its
     file list holds the runtime and its dependencies but no dev tool, build or infra code, and every module of
     `functions` imports from it: one importing moto, uvicorn, typer or rich would fail there, for they are not in it."""
-    image = next(
-        f for f in stage if f.task in IMAGE_TASKS and f.kind == "http" and f.definition.image_target is None
-    )
+    image = next(f for f in stage if f.task in IMAGE_TASKS and f.kind == "http" and f.definition.image_target is None)
     root = task_roots(image.definition)
     top = {path.name for path in root.iterdir()}
     assert {"functions", "artifacts", "onnxruntime", "numpy", "tokenizers", "PIL"} <= top
