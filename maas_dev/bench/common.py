@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -16,22 +17,44 @@ from rich.console import Console
 Timer = Callable[[], object]
 
 
+# The ISA features that pick onnxruntime's kernels: x86-64 (/proc/cpuinfo "flags") and arm64 ("Features").
+ISA_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "asimddp", "i8mm", "bf16", "sve", "sve2")
+# arm64's "model name" is generic where present: the core is its "CPU part" (Arm's numbers; AWS Graviton in brackets).
+ARM_PARTS = {"0xd0c": "Neoverse N1 (Graviton2)", "0xd40": "Neoverse V1 (Graviton3)", "0xd4f": "Neoverse V2 (Graviton4)",
+             "0xd08": "Cortex-A72", "0xd0b": "Cortex-A76", "0xd49": "Neoverse N2"}  # fmt: skip
+
+
+def cpu_description(cpuinfo: str) -> tuple[str, list[str]]:
+    """The CPU's name and its kernel-picking ISA features, from the text of /proc/cpuinfo (x86-64 or arm64)."""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    features = set((fields.get("flags") or fields.get("Features") or "").split())
+    name = ARM_PARTS.get(fields.get("CPU part", "")) or fields.get("model name") or ""
+    if not name and "CPU part" in fields:
+        name = f"arm64 core {fields.get('CPU implementer', '?')}/{fields['CPU part']}"
+    return name or "unknown", [f for f in ISA_FEATURES if f in features]
+
+
+def emulation() -> str | None:
+    """How this process is emulated, where it says so: QEMU user mode reads $QEMU_CPU / $QEMU_LD_PREFIX (the way
+    docs/benchmarks/README.md runs the bench as arm64 on x86-64). Timings under emulation are not the CPU's."""
+    if os.environ.get("QEMU_CPU") or os.environ.get("QEMU_LD_PREFIX"):
+        return f"QEMU user mode, cpu {os.environ.get('QEMU_CPU') or 'max'}"
+    return None
+
+
 def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
     from functions.inference.session import available_cpus
 
-    cpu = "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu, isa = cpu_description(Path("/proc/cpuinfo").read_text())
     except OSError:
-        pass
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f" {f}" in flags]
+        cpu, isa = "unknown", []
     return {
         "cpu": cpu,
         "cpus_used": available_cpus(),
@@ -39,6 +62,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
         "torch": torch.__version__,
+        **({"emulated": emulated} if (emulated := emulation()) else {}),
     }
 
 

@@ -29,6 +29,8 @@ def machine_line(results: dict[str, Any], *extra: str) -> str:
     m = results["machine"]
     parts = [results["date"], m["cpu"], f"{m['cpus_used']} CPUs used", f"ISA {', '.join(m['isa']) or 'baseline'}",
              f"onnxruntime {m['onnxruntime']}", *extra]  # fmt: skip
+    if m.get("emulated"):
+        parts.append(f"**emulated ({m['emulated']}): the timings are not this CPU's**")
     return " · ".join(parts)
 
 

@@ -116,3 +116,40 @@ def test_every_committed_report_re_renders_byte_identical_from_its_json(tmp_path
         out.mkdir()
         rendered = write(json.loads((docs / f"{stem}.json").read_text()), out, console)
         assert rendered.read_text() == (docs / f"{stem}.md").read_text(), stem
+
+
+ARM64_CPUINFO = """processor\t: 0
+model name\t: ARMv8 Processor rev 1 (v8l)
+Features\t: fp asimd aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0c
+"""
+X86_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 9R14
+flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16
+"""
+
+
+def test_the_cpu_line_names_an_arm64_core_and_the_features_that_pick_int8_kernels() -> None:
+    """arm64's cpuinfo (here QEMU's neoverse-n1, as the arm64 run was made) has no useful model name: the core is
+    named from its part number, and the features are the arm64 ones (dot product; no i8mm, no SVE on Graviton2)."""
+    from maas_dev.bench.common import cpu_description
+
+    assert cpu_description(ARM64_CPUINFO) == ("Neoverse N1 (Graviton2)", ["asimddp"])
+    assert cpu_description(X86_CPUINFO) == ("AMD EPYC 9R14", ["avx2", "avx512f", "avx512_vnni"])
+    unknown = ARM64_CPUINFO.replace("0xd0c", "0xfff").replace("model name\t: ARMv8 Processor rev 1 (v8l)\n", "")
+    assert cpu_description(unknown) == ("arm64 core 0x41/0xfff", ["asimddp"])
+
+
+def test_an_emulated_run_says_so_on_its_machine_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from maas_dev.bench.common import emulation
+    from maas_dev.bench.report import machine_line
+
+    monkeypatch.delenv("QEMU_LD_PREFIX", raising=False)
+    monkeypatch.delenv("QEMU_CPU", raising=False)
+    assert emulation() is None
+    monkeypatch.setenv("QEMU_CPU", "neoverse-n1")
+    assert emulation() == "QEMU user mode, cpu neoverse-n1"
+    machine = {"cpu": "c", "cpus_used": 2, "isa": [], "onnxruntime": "1", "emulated": emulation()}
+    results = {"date": "d", "machine": machine}
+    assert "emulated (QEMU user mode, cpu neoverse-n1): the timings are not this CPU's" in machine_line(results)
