@@ -12,10 +12,11 @@ root-owned state:
   run at set-up).
 
 An aarch64 program then runs as ``qemu-aarch64 -cpu neoverse-n1 -L root root/usr/bin/python3.13 ...``: no binfmt
-registration, nothing changed outside the output folder. The CPU is Lambda's: arm64 functions run on Graviton2
-(Neoverse N1: dot-product instructions, no i8mm, no SVE), and onnxruntime picks its INT8 kernels by what the
-CPU offers, which changes the numbers (QEMU's ``max`` CPU, with i8mm and SVE, gave minilm-embed mean cosine
-0.9980 against torch where Neoverse N1 and x86-64 give 0.9958). ``$MAAS_ARM64_CPU`` names another QEMU CPU.
+registration, nothing changed outside the output folder. The CPU is Lambda's: arm64 functions launched on
+Graviton2 (Neoverse N1: dot-product instructions, no i8mm, no SVE; AWS's docs now say "AWS Graviton
+processors", so the tests also try ``neoverse-v1``, Graviton3), and onnxruntime picks its INT8 kernels by what
+the CPU offers, which changes the numbers (QEMU's ``max`` CPU, with i8mm, SVE and SME, gave minilm-embed mean
+cosine 0.9980 against torch where Neoverse N1 and x86-64 give 0.9958). ``$MAAS_ARM64_CPU`` names another.
 Timings under emulation say nothing about arm64's speed: this is for behaviour (the right wheels, the right
 bytecode, the same answers and gates), not for benchmarks.
 """
