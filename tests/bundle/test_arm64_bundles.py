@@ -23,7 +23,7 @@ import pytest
 
 from maas_dev.emulation import Arm64Python
 from maas_dev.gateway.local import TaskRoots
-from maas_dev.lambda_bundle import can_isolate
+from maas_dev.lambda_bundle import BundleRun, can_isolate
 from tests.bundle.conftest import REPO
 from tests.bundle.test_lambda_bundles import (
     EVENTS,
@@ -53,9 +53,30 @@ def _elf_machine(path: Path) -> str | None:
     return ELF_MACHINE.get(int.from_bytes(header[18:20], "little"), f"e_machine {header[18:20].hex()}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Arm64Stage:
+    """The arm64 stage's model functions, their task roots, the emulated Python and the local AWS they run with."""
+
+    functions: list[Function]
+    roots: TaskRoots
+    python: Arm64Python
+    aws: dict[str, str]
+    runtime_dir: Path
+
+    def run(self, function: Function, events: list[dict[str, Any]], cpu: str | None = None) -> BundleRun:
+        python = dataclasses.replace(self.python, cpu=cpu) if cpu else self.python
+        return _run(function, events, self.roots, self.aws, python.python, self.runtime_dir, emulator=python.emulator)
+
+
 @pytest.fixture(scope="module")
-def arm64_stage(synthesized_arm64_stage: Path) -> list[Function]:
-    return model_functions(synthesized_arm64_stage)
+def arm64(
+    synthesized_arm64_stage: Path,
+    arm64_task_roots: TaskRoots,
+    arm64_python: Arm64Python,
+    aws: dict[str, str],
+    runtime_dir: Path,
+) -> Arm64Stage:
+    return Arm64Stage(model_functions(synthesized_arm64_stage), arm64_task_roots, arm64_python, aws, runtime_dir)
 
 
 def _same_answer(name: str, body: str, registry: Any) -> None:
@@ -78,29 +99,21 @@ def _same_answer(name: str, body: str, registry: Any) -> None:
         assert labels == expected, (labels, expected)
 
 
-def test_every_lambda_model_serves_its_http_events_from_its_arm64_bundle(
-    arm64_stage: list[Function],
-    arm64_task_roots: TaskRoots,
-    arm64_python: Arm64Python,
-    aws: dict[str, str],
-    runtime_dir: Path,
-    registry: Any,
-) -> None:
-    http = [f for f in arm64_stage if f.kind == "http"]
+def test_every_lambda_model_serves_its_http_events_from_its_arm64_bundle(arm64: Arm64Stage, registry: Any) -> None:
+    http = [f for f in arm64.functions if f.kind == "http"]
     assert {f.model for f in http} == {"minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"}
     events = [(path.name, json.loads(path.read_text())) for path in EVENTS if not _authorizer_event(path)]
     served = set()
     for function in http:
-        root = arm64_task_roots(function.definition)
+        root = arm64.roots(function.definition)
         natives = {str(p.relative_to(root)): _elf_machine(p) for p in root.rglob("*.so*") if p.is_file()}
         assert natives and set(natives.values()) == {"aarch64"}, {k: v for k, v in natives.items() if v != "aarch64"}
         mine = [(name, event) for name, event in events if _targets(event, function)]
-        run = _run(function, [e for _, e in mine], arm64_task_roots, aws, arm64_python.python, runtime_dir,
-                   emulator=arm64_python.emulator)  # fmt: skip
+        run = arm64.run(function, [e for _, e in mine])
         where = f"{function.model} http (arm64)"
         assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
         for (name, _), result in zip(mine, run.results, strict=True):
-            _check(name, function, result, aws)
+            _check(name, function, result, arm64.aws)
             _same_answer(name, result["response"]["body"], registry)
             served.add(name)
     http_events = {name for name, event in events if "Records" not in event and "source" not in event}
@@ -119,14 +132,7 @@ def _predict_event(model: str, texts: list[str], parameters: dict[str, Any]) -> 
 @pytest.mark.parametrize("cpu", ["neoverse-n1", "neoverse-v1"])  # Graviton2 (dot product), Graviton3 (+ i8mm, SVE)
 @pytest.mark.parametrize("model", ["minilm-embed", "intent-classifier"])
 def test_the_arm64_bundle_meets_the_catalog_gates_on_lambdas_cpu(
-    model: str,
-    cpu: str,
-    arm64_stage: list[Function],
-    arm64_task_roots: TaskRoots,
-    arm64_python: Arm64Python,
-    aws: dict[str, str],
-    runtime_dir: Path,
-    registry: Any,
+    model: str, cpu: str, arm64: Arm64Stage, registry: Any
 ) -> None:
     """The build's quality gates are measured on the build machine's CPU; onnxruntime picks other INT8 kernels on
     Graviton (by its features; the answers are not bit-equal to x86-64's). The deployed bundle, on each Graviton
@@ -144,10 +150,8 @@ def test_the_arm64_bundle_meets_the_catalog_gates_on_lambdas_cpu(
     chunks = [texts[i : i + limit] for i in range(0, len(texts), limit)]
     labels = list(pipeline.manifest.labels or [])
     parameters = {"top_k": 1} if labels else {}
-    (function,) = [f for f in arm64_stage if f.model == model and f.kind == "http"]
-    graviton = dataclasses.replace(arm64_python, cpu=cpu)
-    run = _run(function, [_predict_event(model, chunk, parameters) for chunk in chunks], arm64_task_roots, aws,
-               graviton.python, runtime_dir, emulator=graviton.emulator)  # fmt: skip
+    (function,) = [f for f in arm64.functions if f.model == model and f.kind == "http"]
+    run = arm64.run(function, [_predict_event(model, chunk, parameters) for chunk in chunks], cpu=cpu)
     outputs = []
     for result in run.results:
         assert result["ok"] and result["response"]["statusCode"] == 200, result
