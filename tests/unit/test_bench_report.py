@@ -99,6 +99,7 @@ def test_every_committed_report_re_renders_byte_identical_from_its_json(tmp_path
     from maas_dev.bench.generation import write_generation_report
     from maas_dev.bench.image import write_image_report
     from maas_dev.bench.lambda_coldstart import write_report as write_cold_start
+    from maas_dev.bench.peer_report import write_encoder_peers_report, write_generation_peers_report
     from maas_dev.bench.presets import write_presets_report
     from maas_dev.bench.report import write_report
 
@@ -109,6 +110,9 @@ def test_every_committed_report_re_renders_byte_identical_from_its_json(tmp_path
         "efficientnet-lite0": write_image_report,
         "minilm-embed-presets": write_presets_report,
         "minilm-embed-lambda-cold-start": write_cold_start,
+        "minilm-embed-peers": write_encoder_peers_report,
+        "intent-classifier-peers": write_encoder_peers_report,
+        "smollm2-chat-peers": write_generation_peers_report,
     }
     console = Console(file=open(tmp_path / "console.txt", "w"))  # noqa: SIM115
     for stem, write in writers.items():
