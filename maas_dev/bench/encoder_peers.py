@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from maas_dev.bench.common import run_header
 from maas_dev.bench.peer_process import (
@@ -180,7 +181,7 @@ def run_encoder_peers(name: str, *, rounds: int, out_dir: Path, console: Console
 
     def on_skip(case: PeerCase, reason: str) -> None:
         skipped[case.name] = reason
-        console.log(f"[yellow]skipping {case.name}[/yellow]: {reason}")
+        console.log(f"[yellow]skipping {case.name}[/yellow]: {escape(reason)}")  # a hint may hold [extras]
 
     console.log(f"starting {len(cases)} cases, each in its own process")
     running = start_all(cases, REPO_ROOT, REPO_ROOT / "build" / "peers" / "logs", on_skip)

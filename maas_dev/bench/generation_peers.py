@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from maas_dev.bench.common import run_header
 from maas_dev.bench.generation import PROMPT
@@ -95,7 +96,7 @@ def run_generation_peers(name: str, *, rounds: int, new_tokens: int, out_dir: Pa
 
     def on_skip(case: PeerCase, reason: str) -> None:
         skipped[case.name] = reason
-        console.log(f"[yellow]skipping {case.name}[/yellow]: {reason}")
+        console.log(f"[yellow]skipping {case.name}[/yellow]: {escape(reason)}")  # a hint may hold [extras]
 
     running = start_all(cases, _repo(), _repo() / "build" / "peers" / "logs", on_skip)
     scratch = Path(tempfile.mkdtemp(prefix="maas-gen-peers-"))
