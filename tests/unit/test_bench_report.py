@@ -113,11 +113,12 @@ def test_every_committed_report_re_renders_byte_identical_from_its_json(tmp_path
         "minilm-embed-peers": write_encoder_peers_report,
         "intent-classifier-peers": write_encoder_peers_report,
         "smollm2-chat-peers": write_generation_peers_report,
+        "arm64-emulated/minilm-embed-peers": write_encoder_peers_report,
     }
     console = Console(file=open(tmp_path / "console.txt", "w"))  # noqa: SIM115
     for stem, write in writers.items():
         out = tmp_path / stem
-        out.mkdir()
+        out.mkdir(parents=True)
         rendered = write(json.loads((docs / f"{stem}.json").read_text()), out, console)
         assert rendered.read_text() == (docs / f"{stem}.md").read_text(), stem
 
