@@ -2,9 +2,10 @@
 each Lambda model's HTTP function runs from its arm64 bundle (a zip unzipped, or the image's task root) in Lambda's
 CPython 3.13 for aarch64 (Debian 13's, under QEMU user mode: maas_dev.emulation), in the same sandbox as the x86_64
 bundle test (read-only /var/task, `-I -S`, an unprivileged user, the template's environment) over every HTTP event
-in events/ that targets it THEN every response is right, the answers are the x86_64 runtime's (same labels, embeddings
-to cosine 0.99), and the bundle's native code is all AArch64; and on Lambda's CPU (Graviton2, emulated) the encoders'
-bundles meet every quality gate of the catalog over the build's held-out set.
+in events/ that targets it THEN every response is right, the answers are the x86_64 runtime's (same labels, the same
+greedy chat reply from the exact int4 build, embeddings to cosine 0.99), and the bundle's native code is all
+AArch64; and on Graviton's cores (Neoverse N1 and V1, emulated) the encoders' bundles meet every quality gate of the
+catalog over the build's held-out set.
 
 This is what deploys: the x86_64 bundle test runs the same stage rebuilt for this machine's CPU. Emulation says
 nothing about arm64's speed (docs/benchmarks/README.md); it proves the wheels, the bytecode and the answers.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from tests.bundle.test_lambda_bundles import (
     _targets,
     model_functions,
 )
-from tests.conftest import EVENTS_DIR
+from tests.conftest import EVENTS_DIR, ensure_artifact
 
 pytestmark = [
     pytest.mark.slow,
@@ -79,12 +81,40 @@ def arm64(
     return Arm64Stage(model_functions(synthesized_arm64_stage), arm64_task_roots, arm64_python, aws, runtime_dir)
 
 
-def _same_answer(name: str, body: str, registry: Any) -> None:
+@pytest.fixture(scope="module")
+def x86_chat() -> Iterator[Any]:
+    """The x86_64 runtime (this process) serving the generation model: the app, as `maas serve` runs it."""
+    from fastapi.testclient import TestClient
+
+    from functions.inference.registry import registry_from_settings
+    from functions.settings import Settings
+    from functions.web.app import create_app
+
+    registry = registry_from_settings(Settings(models=str(ensure_artifact("smollm2-chat"))))
+    with TestClient(create_app(registry, Settings())) as client:
+        yield client
+
+
+def _streamed_text(sse: str) -> str:
+    """The content an OpenAI chat stream carries, its deltas joined."""
+    chunks = [json.loads(line[6:]) for line in sse.splitlines() if line.startswith("data: {")]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def _same_answer(name: str, body: str, registry: Any, x86_chat: Any) -> None:
     """The arm64 answer against the x86_64 runtime's (this process) for the same request."""
-    if name not in ("apigw_v1_predict_embed.json", "apigw_v2_oip_infer_intent.json"):
-        return  # the others' answers are checked by _check (the image's label, the stream's shape)
+    if name not in (
+        "apigw_v1_predict_embed.json",
+        "apigw_v2_oip_infer_intent.json",
+        "apigw_v2_chat_completions_stream.json",
+    ):
+        return  # the others' answers are checked by _check (the image's label)
     event = json.loads((EVENTS_DIR / name).read_text())
     request = json.loads(base64.b64decode(event["body"]) if event.get("isBase64Encoded") else event["body"])
+    if "chat" in name:  # greedy: the served exact int4 build gives the same tokens on Graviton as here
+        expected = _streamed_text(x86_chat.post("/v1/chat/completions", json=request).text)
+        assert expected and _streamed_text(body) == expected, (body[-800:], expected)
+        return
     answer = json.loads(body)
     if name == "apigw_v1_predict_embed.json":
         expected = np.asarray(registry.get("minilm-embed").predict(request["inputs"], {}).outputs, dtype=np.float32)
@@ -99,7 +129,9 @@ def _same_answer(name: str, body: str, registry: Any) -> None:
         assert labels == expected, (labels, expected)
 
 
-def test_every_lambda_model_serves_its_http_events_from_its_arm64_bundle(arm64: Arm64Stage, registry: Any) -> None:
+def test_every_lambda_model_serves_its_http_events_from_its_arm64_bundle(
+    arm64: Arm64Stage, registry: Any, x86_chat: Any
+) -> None:
     http = [f for f in arm64.functions if f.kind == "http"]
     assert {f.model for f in http} == {"minilm-embed", "intent-classifier", "smollm2-chat", "efficientnet-lite0"}
     events = [(path.name, json.loads(path.read_text())) for path in EVENTS if not _authorizer_event(path)]
@@ -114,7 +146,7 @@ def test_every_lambda_model_serves_its_http_events_from_its_arm64_bundle(arm64: 
         assert not run.modules & NEVER_IMPORTED, (where, run.modules & NEVER_IMPORTED)
         for (name, _), result in zip(mine, run.results, strict=True):
             _check(name, function, result, arm64.aws)
-            _same_answer(name, result["response"]["body"], registry)
+            _same_answer(name, result["response"]["body"], registry, x86_chat)
             served.add(name)
     http_events = {name for name, event in events if "Records" not in event and "source" not in event}
     assert served >= {n for n in http_events if not n.startswith(("sfn_", "eventbridge_"))}, served

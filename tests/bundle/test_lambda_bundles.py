@@ -184,6 +184,7 @@ def _with_run(event: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
 
 
 EVENTS = sorted(EVENTS_DIR.glob("*.json"))
+EMULATED_SLOWDOWN = 60  # an arm64 function under QEMU user mode (maas_dev.emulation), for its deadlines
 
 
 def _run(
@@ -198,6 +199,10 @@ def _run(
     """``function`` from its task root over ``events``; ``emulator``: QEMU for an arm64 Python (maas_dev.emulation)."""
     root = roots(function.definition)
     environment = _environment(function, aws)
+    timeout_s = function.definition.timeout_s
+    if emulator:  # deadlines are wall-clock and QEMU runs tens of times slower: the emulated function gets longer ones
+        timeout_s *= EMULATED_SLOWDOWN
+        environment.update(MAAS_REQUEST_TIMEOUT_S=str(timeout_s), MAAS_PROBE_TIMEOUT_S=str(timeout_s))
     if not function.definition.web_adapter:
         return run_bundle(
             root, python=python, handler=function.handler, environment=environment, events=events,
@@ -220,7 +225,7 @@ def _run(
         server.start()
         for event in events:
             response = adapter.forward(
-                port, event, deadline_s=adapter.lambda_deadline(function.definition.timeout_s),
+                port, event, deadline_s=adapter.lambda_deadline(timeout_s),
                 function_arn="arn:aws:lambda:eu-west-1:123456789012:function:local", timeout_s=600 if emulator else 60,
             )  # fmt: skip
             body = b"".join(response.chunks()).decode()
