@@ -86,9 +86,10 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runtime_provided_dir(tmp_path_factory.mktemp("runtime"), Path(boto3.__file__).resolve().parents[1])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def aws() -> Iterator[dict[str, str]]:
-    """A local AWS (moto server on loopback) holding what the template's environment names."""
+    """A local AWS (moto server on loopback) holding what the template's environment names: one per session, as
+    moto keeps its state per process (a second server would find the first one's bucket)."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
