@@ -124,9 +124,11 @@ def setup(out: Path) -> Arm64Python:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="maas-arm64-") as scratch:
         work = Path(scratch)
-        _apt(work / "amd64", "amd64", "update")
-        _apt(work / "amd64", "amd64", "install", "--download-only", "--no-install-recommends", QEMU_PACKAGE)
-        (qemu_deb,) = (work / "amd64" / "cache" / "archives").glob(f"{QEMU_PACKAGE}_*.deb")
+        host = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout
+        host = host.strip()  # QEMU for this machine (amd64 here; an arm64 host emulates Graviton's core the same way)
+        _apt(work / host, host, "update")
+        _apt(work / host, host, "install", "--download-only", "--no-install-recommends", QEMU_PACKAGE)
+        (qemu_deb,) = (work / host / "cache" / "archives").glob(f"{QEMU_PACKAGE}_*.deb")
         subprocess.run(["dpkg-deb", "-x", str(qemu_deb), str(work / "qemu")], check=True)
         qemu = out / "qemu-aarch64"
         shutil.copy2(work / "qemu" / "usr" / "bin" / "qemu-aarch64", qemu)
