@@ -65,7 +65,7 @@ class QuantPreset:
     # CPU kernels were ~5x faster than ORT's fused one on issue 17's host (model_build/graph/layernorm.py).
     plain_layernorm: bool = False
     # Dynamic INT8: each BiasGelu (erf) as FastGelu (tanh approximation), ~3x faster on the same host; not exact
-    # (model_build/graph/gelu.py).
+    # (model_build/graph/gelu.py). After quantization each FastGelu's bias moves into its quantized MatMul.
     tanh_gelu: bool = False
 
     def __post_init__(self) -> None:
@@ -354,6 +354,10 @@ def _dynamic(
     )
     if rewritten:
         model_in.unlink()  # the rewritten intermediate
+    if preset.tanh_gelu:  # each FastGelu's bias moves into its quantized MatMul (model_build/graph/gelu.py)
+        from model_build.graph.gelu import gelu_bias_into_matmul
+
+        onnx.save(gelu_bias_into_matmul(onnx.load(str(model_out)))[0], str(model_out))
     if excluded:
         _blockwise(onnx.load(str(model_out)), model_out, preset, nodes=excluded)
 
